@@ -1,0 +1,125 @@
+"""One interface for AGCAM and every baseline, and the registry of command-line names.
+
+``explain(images[B, 3, H, W], target=None) -> (predictions[B], maps[B, grid_h, grid_w])``: raw maps
+on the model's patch grid, no upsampling or normalisation (see :mod:`agcam.maps` for those).
+``target=None`` explains the predicted class; an int explains that class for every image; a
+sequence or tensor of B ints explains one class per image.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from models.vit import model_geometry
+
+Target = Union[None, int, Sequence[int], torch.Tensor]
+
+
+class Explainer:
+    """Base class: subclasses implement :meth:`_explain` on a batch already on the model's device."""
+
+    #: command-line name, set by :func:`register`
+    name: str = ""
+    #: whether the map depends on the target class (Rollout's does not)
+    class_specific: bool = True
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.geometry = model_geometry(model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def explain(self, images: torch.Tensor, target: Target = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        expected = self.geometry.input_size
+        if tuple(images.shape[-2:]) != tuple(expected):
+            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model takes {expected}")
+        images = images.to(self.device, dtype=next(self.model.parameters()).dtype)
+        targets = resolve_target(target, images.shape[0], self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            predictions, maps = self._explain(images, targets)
+        finally:
+            self.model.train(was_training)
+        grid_h, grid_w = self.geometry.grid
+        return predictions, maps.reshape(images.shape[0], grid_h, grid_w)
+
+    __call__ = explain
+
+    def _explain(self, images: torch.Tensor, targets: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def patch_columns(self) -> slice:
+        """Token columns of the patch grid (all prefix tokens dropped)."""
+        return slice(self.geometry.num_prefix_tokens, None)
+
+
+def resolve_target(target: Target, batch: int, device: torch.device) -> Optional[torch.Tensor]:
+    """``None`` stays ``None`` (predicted class); else a ``[B]`` long tensor on ``device``."""
+    if target is None:
+        return None
+    targets = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
+    if targets.numel() == 1:
+        targets = targets.expand(batch)
+    if targets.numel() != batch:
+        raise ValueError(f"target has {targets.numel()} entries for {batch} images")
+    return targets
+
+
+def class_scores(logits: torch.Tensor, targets: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predictions, the explained classes and their summed logit.
+
+    Each image's logit depends on that image only, so the gradient of the sum gives every image
+    its own gradient: a batch explains exactly like B single-image calls.
+    """
+    predictions = logits.argmax(dim=1)
+    classes = predictions if targets is None else targets
+    num_classes = logits.shape[1]
+    if bool(((classes < 0) | (classes >= num_classes)).any()):
+        raise ValueError(f"target class outside [0, {num_classes})")
+    score = logits.gather(1, classes[:, None]).sum()
+    return predictions, classes, score
+
+
+REGISTRY: Dict[str, Callable[..., Explainer]] = {}
+
+
+def register(name: str):
+    """Class decorator: make an explainer available under a command-line name."""
+    def wrap(cls):
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def available_methods() -> Tuple[str, ...]:
+    _load_all()
+    return tuple(sorted(REGISTRY))
+
+
+def get_explainer(name: str, model: nn.Module, **options) -> Explainer:
+    """The explainer registered as ``name`` (``agcam``, ``rollout``, ``lrp``) on ``model``."""
+    _load_all()
+    if name not in REGISTRY:
+        raise KeyError(f"unknown method {name!r}; choose from {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](model, **options)
+
+
+def _load_all() -> None:
+    # Importing the modules runs their @register decorators.
+    import agcam.method  # noqa: F401
+    try:
+        import baselines  # noqa: F401
+    except ImportError as exc:  # the baselines package is optional until it exists
+        if getattr(exc, "name", None) not in ("baselines",):
+            raise

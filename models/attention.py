@@ -1,0 +1,215 @@
+"""Record the self-attention of every block of a timm Vision Transformer.
+
+timm's ``Attention`` uses ``F.scaled_dot_product_attention`` when fusion is on, which never builds
+the attention matrix, so a hook cannot see it. :class:`AttentionRecorder` therefore replaces the
+``forward`` of each block's attention module by an unfused one that records
+
+* the pre-softmax scores ``S = (q @ k^T) * scale`` (AGCAM's Eq. 4 input),
+* the post-softmax probabilities ``A = softmax(S)``,
+* optionally a tensor whose gradient is ``d score / dA``,
+
+for the duration of a ``with`` block only. On exit the original ``forward`` and ``fused_attn`` flag
+of every module are restored: no hook, patched method or tensor stays on the model.
+
+Shapes: ``B`` images, ``H`` heads, ``N`` tokens (prefix tokens first, then the patch grid).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+try:  # present in timm >= 1.0.20; older releases take no mask in the ViT path
+    from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
+except ImportError:  # pragma: no cover - depends on the installed timm
+    maybe_add_mask = resolve_self_attn_mask = None
+
+
+class AttentionRecordingError(RuntimeError):
+    """The model's attention could not be recorded (unsupported module or nothing recorded)."""
+
+
+@dataclass
+class AttentionRecord:
+    """What one block's attention recorded during one forward pass.
+
+    ``scores`` and ``probs`` are ``[B, H, R, N]`` where ``R`` is ``N`` (all query rows) or 1 (only the
+    class-token row, ``rows="cls"``). ``grad_tensor`` is the tensor to differentiate the class score
+    with respect to to obtain ``dy/dA`` on those rows (``None`` when gradients were not asked for).
+    """
+
+    scores: Optional[torch.Tensor] = None
+    probs: Optional[torch.Tensor] = None
+    grad_tensor: Optional[torch.Tensor] = None
+
+
+def _is_supported_attention(module: nn.Module) -> bool:
+    return all(hasattr(module, name) for name in ("qkv", "proj", "num_heads", "head_dim", "scale"))
+
+
+@dataclass
+class AttentionRecorder:
+    """Context manager that makes every block's self-attention observable.
+
+    Args:
+        model: a timm ``VisionTransformer`` (anything with ``blocks[i].attn`` of timm's
+            ``Attention`` kind: a fused ``qkv`` linear, ``num_heads``, ``head_dim``, ``scale``).
+        detach_input: start each attention's forward with ``x = x.detach()``, as the AGCAM authors'
+            model does, so the class score reaches each attention only through the skip connections
+            (the paper's ``dE1^(k+1)/dE2^k = I``). Only AGCAM uses this.
+        rows: ``"all"`` records every query row; ``"cls"`` only the class-token row (index 0),
+            which is all AGCAM needs and saves memory.
+        keep_scores: record the pre-softmax scores.
+        keep_probs: record the post-softmax probabilities.
+        grad: make ``dy/dA`` available through ``AttentionRecord.grad_tensor``.
+
+    With ``detach_input=True`` nothing inside an attention module needs a gradient except ``A``
+    itself, so the q/k/v projections run without building a graph and (for ``rows="cls"``) only the
+    class-token row of ``A`` becomes a leaf; the values are identical, the backward pass is cheaper.
+    """
+
+    model: nn.Module
+    detach_input: bool = False
+    rows: str = "all"
+    keep_scores: bool = True
+    keep_probs: bool = True
+    grad: bool = False
+    records: List[Optional[AttentionRecord]] = field(default_factory=list, init=False)
+    _saved: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rows not in ("all", "cls"):
+            raise ValueError(f"rows must be 'all' or 'cls', got {self.rows!r}")
+        if self.rows == "cls" and self.grad and not self.detach_input:
+            # Without the cut, A's other rows carry gradient to the input: keep the full matrix.
+            raise ValueError("rows='cls' with grad=True needs detach_input=True")
+
+    # -- context manager -------------------------------------------------------------------------
+    def attention_modules(self) -> List[nn.Module]:
+        blocks = getattr(self.model, "blocks", None)
+        if blocks is None or len(blocks) == 0:
+            raise AttentionRecordingError(
+                f"{type(self.model).__name__} has no transformer `blocks`; "
+                "AGCAM needs a timm Vision Transformer")
+        modules = []
+        for i, blk in enumerate(blocks):
+            attn = getattr(blk, "attn", None)
+            if attn is None or not _is_supported_attention(attn):
+                raise AttentionRecordingError(
+                    f"block {i}: attention module {type(attn).__name__} is not a timm Attention "
+                    "(needs qkv, proj, num_heads, head_dim, scale); cannot record attention")
+            modules.append(attn)
+        return modules
+
+    def __enter__(self) -> "AttentionRecorder":
+        modules = self.attention_modules()
+        self.records = [None] * len(modules)
+        try:
+            for index, module in enumerate(modules):
+                had_instance_forward = "forward" in module.__dict__
+                self._saved.append((module, getattr(module, "fused_attn", None),
+                                    module.__dict__.get("forward"), had_instance_forward))
+                if hasattr(module, "fused_attn"):
+                    module.fused_attn = False
+                module.forward = self._make_forward(module, index)
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for module, fused, forward, had_instance_forward in reversed(self._saved):
+            if had_instance_forward:
+                module.forward = forward
+            else:
+                module.__dict__.pop("forward", None)
+            if fused is not None:
+                module.fused_attn = fused
+        self._saved.clear()
+
+    # -- results ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget what was recorded (call between forward passes in one ``with`` block)."""
+        self.records = [None] * len(self.records)
+
+    def checked_records(self) -> List[AttentionRecord]:
+        """The records of the last forward pass; raises if any block recorded nothing."""
+        missing = [i for i, r in enumerate(self.records) if r is None]
+        if not self.records or missing:
+            raise AttentionRecordingError(
+                f"no attention was recorded for block(s) {missing or 'all'}: the model's forward "
+                "did not call the blocks' attention modules while recording")
+        return self.records  # type: ignore[return-value]
+
+    def stacked(self, what: str) -> torch.Tensor:
+        """``[B, L, H, R, N]``: one recorded quantity (``scores`` or ``probs``) of every block."""
+        return torch.stack([getattr(r, what) for r in self.checked_records()], dim=1)
+
+    def gradients(self, score: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """``[B, L, H, R, N]``: ``d score / dA`` for every block (``score`` a scalar)."""
+        records = self.checked_records()
+        if not self.grad:
+            raise AttentionRecordingError("gradients were not requested (grad=False)")
+        tensors = [r.grad_tensor for r in records]
+        grads = torch.autograd.grad(score, tensors, retain_graph=retain_graph, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
+        return torch.stack(grads, dim=1)
+
+    # -- the unfused attention -------------------------------------------------------------------
+    def _make_forward(self, module: nn.Module, index: int):
+        recorder = self
+
+        def forward(x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                    is_causal: bool = False) -> torch.Tensor:
+            if recorder.detach_input:
+                x = x.detach()
+            B, N, _ = x.shape
+            cut = recorder.detach_input and recorder.grad
+            # With the input cut, q, k, v (and the gate) need no graph: only A does.
+            with torch.no_grad() if cut else contextlib.nullcontext():
+                gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
+                qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+                q, k = module.q_norm(q), module.k_norm(k)
+                # Released AGCAM order: (q @ k^T) * scale (timm scales q first; equal to rounding).
+                scores = (q @ k.transpose(-2, -1)) * module.scale
+                if attn_mask is not None or is_causal:
+                    if resolve_self_attn_mask is None:
+                        raise AttentionRecordingError("this timm has no attention-mask support")
+                    scores = maybe_add_mask(scores, resolve_self_attn_mask(N, scores, attn_mask,
+                                                                           is_causal))
+                probs = scores.softmax(dim=-1)
+
+            record = AttentionRecord()
+            row = slice(0, 1) if recorder.rows == "cls" else slice(None)
+            if recorder.keep_scores:
+                record.scores = scores[:, :, row]
+            if recorder.keep_probs:
+                record.probs = probs[:, :, row]
+            if cut:
+                # Leaf for dy/dA on the recorded rows; the other rows stay constants.
+                leaf = probs[:, :, row].detach().requires_grad_(True)
+                if recorder.rows == "cls":
+                    probs = torch.cat([leaf, probs[:, :, 1:]], dim=2)
+                else:
+                    probs = leaf
+                record.grad_tensor = leaf
+            elif recorder.grad:
+                record.grad_tensor = probs
+            recorder.records[index] = record
+
+            out = module.attn_drop(probs) @ v
+            out = out.transpose(1, 2).reshape(B, N, -1)
+            out = module.norm(out) if hasattr(module, "norm") else out
+            if gate is not None:
+                out = out * gate
+            out = module.proj(out)
+            return module.proj_drop(out)
+
+        return forward

@@ -1,0 +1,197 @@
+"""Create a timm Vision Transformer with the paper's weights or a local checkpoint.
+
+Everything geometric (input size, patch grid, prefix tokens, mean/std) is read from the model;
+nothing here assumes 224 px, 16 px patches or one class token.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import timm
+import torch
+from PIL import Image
+from timm.models import generate_default_cfgs, register_model
+from timm.models.vision_transformer import (VisionTransformer, _cfg, _create_vision_transformer,
+                                            checkpoint_filter_fn)
+from torch import nn
+from torchvision import transforms
+
+#: The weights the paper used (``jx_vit_base_p16_224-80ecf9dd.pth``), as current timm names them.
+DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"
+
+
+class ModelError(ValueError):
+    """The model cannot be created or its weights cannot be loaded (a user error, exit code 2)."""
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights could not be obtained (no network and no ``--checkpoint``)."""
+
+
+# Pretrained cfg of the fixture model: no weights to download, the paper's 0.5 mean/std.
+default_cfgs = generate_default_cfgs({
+    "vit_agcam_tiny_patch16_224": _cfg(url="", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                       num_classes=1000),
+})
+
+
+@register_model
+def vit_agcam_tiny_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """The small ViT of the reference fixtures (embed 96, depth 4, heads 3, patch 16, 224 px).
+
+    Registered on top of timm's class (not copied) so tests and scripts can name it like any
+    other timm model: ``--model vit_agcam_tiny_patch16_224 --checkpoint weights.pth``.
+    """
+    if pretrained:
+        raise ModelError("vit_agcam_tiny_patch16_224 has no pretrained weights; pass --checkpoint")
+    args = dict(img_size=224, patch_size=16, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0,
+                qkv_bias=True)
+    return _create_vision_transformer("vit_agcam_tiny_patch16_224", pretrained=False,
+                                      **dict(args, **kwargs))
+
+
+def _unwrap_state_dict(obj, path: str) -> dict:
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path}: not a state dict of tensors")
+    # Checkpoints saved from DataParallel / DDP prefix every key with 'module.'.
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def read_state_dict(path: str) -> dict:
+    """Read a plain state dict from ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors``."""
+    if not os.path.isfile(path):
+        raise ModelError(f"--checkpoint {path}: no such file")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file
+        raise ModelError(f"--checkpoint {path}: cannot be read as a state dict "
+                         f"({type(exc).__name__}: {exc})") from None
+    return _unwrap_state_dict(obj, path)
+
+
+def load_checkpoint(model: nn.Module, path: str) -> None:
+    """Load a local checkpoint into ``model`` (strict: every key must match)."""
+    state_dict = read_state_dict(path)
+    if isinstance(model, VisionTransformer):
+        # timm's own conversion of older ViT checkpoints (e.g. the 0.6.12-era jx file).
+        try:
+            state_dict = checkpoint_filter_fn(state_dict, model)
+        except Exception as exc:
+            raise ModelError(f"--checkpoint {path}: does not fit this model ({exc})") from None
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise ModelError(f"--checkpoint {path}: does not fit the model: "
+                         f"{' '.join(first[:3])[:600]}") from None
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file (recorded in output metadata so results name their weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
+                 pretrained: bool = True, device: Optional[torch.device | str] = None,
+                 **kwargs) -> nn.Module:
+    """Create a timm ViT with a class token, in eval mode.
+
+    Weights: from ``checkpoint`` when given; else, with ``pretrained``, through timm's pretrained
+    mechanism (Hugging Face hub download and cache); else random (tests).
+    """
+    try:
+        model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise ModelError(f"--model {name}: unknown timm model ({exc})") from None
+        raise _weights_unavailable(name, exc) from None
+    except ModelError:
+        raise
+    except Exception as exc:  # network, hub or cache errors come in many types
+        raise _weights_unavailable(name, exc) from None
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    if getattr(model, "cls_token", None) is None:
+        raise ModelError(f"--model {name}: has no class token; AGCAM explains the class-token row")
+    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+        raise ModelError(f"--model {name}: not a Vision Transformer (no blocks / patch_embed)")
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _weights_unavailable(name: str, exc: Exception) -> WeightsUnavailableError:
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:
+        cfg = None
+    source = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or "the timm hub"
+    return WeightsUnavailableError(
+        f"could not obtain the pretrained weights of {name} from {source} "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).\n"
+        "timm downloads them from the Hugging Face hub on first use and caches them; without "
+        "network, pass a local file instead: --checkpoint PATH (a .pth state dict such as the "
+        "paper's jx_vit_base_p16_224-80ecf9dd.pth, or a .safetensors file).")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The token layout of a ViT: ``num_prefix_tokens`` then a ``grid`` of patches."""
+
+    input_size: Tuple[int, int]
+    grid: Tuple[int, int]
+    num_prefix_tokens: int
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+
+
+def model_geometry(model: nn.Module) -> Geometry:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    grid = tuple(int(g) for g in model.patch_embed.grid_size)
+    img_size = getattr(model.patch_embed, "img_size", None)
+    input_size = tuple(int(s) for s in img_size) if img_size is not None else \
+        tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    return Geometry(
+        input_size=input_size,
+        grid=grid,
+        num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 1)),
+        mean=tuple(float(m) for m in cfg.get("mean", (0.5, 0.5, 0.5))),
+        std=tuple(float(s) for s in cfg.get("std", (0.5, 0.5, 0.5))),
+    )
+
+
+def build_transform(model: nn.Module, normalize: bool = True) -> transforms.Compose:
+    """The paper's preprocessing: ``Resize(input_size)`` (squash, bilinear, no crop), ``ToTensor``,
+    ``Normalize(mean, std)`` with the model's pretrained mean/std (0.5 for the paper's weights)."""
+    geometry = model_geometry(model)
+    steps = [transforms.Resize(geometry.input_size,
+                               interpolation=transforms.InterpolationMode.BILINEAR),
+             transforms.ToTensor()]
+    if normalize:
+        steps.append(transforms.Normalize(geometry.mean, geometry.std))
+    return transforms.Compose(steps)
+
+
+def load_image(path: str) -> Image.Image:
+    """Open an image as RGB (palette, grey and CMYK files included)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
