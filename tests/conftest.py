@@ -1,0 +1,53 @@
+"""Shared fixtures: the reference ("golden") set produced by the authors' released code."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+GOLDEN_WEIGHTS = GOLDEN / "weights.pth"
+GOLDEN_ILSVRC = GOLDEN / "ILSVRC"
+GOLDEN_MODEL_NAME = "vit_agcam_tiny_patch16_224"
+# LRP images whose released values are float-sensitive (see the golden README).
+LRP_UNSTABLE = (0, 3)
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def relative_error(actual, expected) -> float:
+    """max |actual - expected| / max |expected| (the tolerance measure of the issues)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="session")
+def golden_reference():
+    return dict(np.load(GOLDEN / "reference.npz"))
+
+
+@pytest.fixture(scope="session")
+def golden_json():
+    with open(GOLDEN / "reference.json") as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="session")
+def golden_model():
+    from models import create_model
+    return create_model(GOLDEN_MODEL_NAME, checkpoint=str(GOLDEN_WEIGHTS))
+
+
+@pytest.fixture(scope="session")
+def golden_inputs(golden_reference):
+    return torch.from_numpy(golden_reference["inputs"])
