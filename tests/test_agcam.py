@@ -1,0 +1,149 @@
+"""AGCAM against the authors' released numbers, batching, the gradient cut and model hygiene."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agcam import AGCAM, available_methods, get_explainer
+from agcam.explainer import resolve_target
+from models.attention import AttentionRecorder, AttentionRecordingError
+from tests.conftest import relative_error
+
+
+def test_registry_names_agcam(golden_model):
+    assert "agcam" in available_methods()
+    assert isinstance(get_explainer("agcam", golden_model), AGCAM)
+    with pytest.raises(KeyError, match="unknown method"):
+        get_explainer("nope", golden_model)
+
+
+def test_reproduces_released_maps_for_predicted_class(golden_model, golden_inputs,
+                                                      golden_reference):
+    predictions, maps = get_explainer("agcam", golden_model).explain(golden_inputs)
+    assert predictions.tolist() == golden_reference["agcam_pred"].tolist()
+    assert maps.shape == (6, 14, 14)
+    for i in range(6):
+        assert relative_error(maps[i], golden_reference["agcam_maps"][i]) < 1e-4
+
+
+def test_reproduces_released_class_specific_maps(golden_model, golden_inputs, golden_reference):
+    targets = torch.from_numpy(golden_reference["class_specific_targets"])
+    predictions, maps = get_explainer("agcam", golden_model).explain(golden_inputs, targets)
+    assert predictions.tolist() == golden_reference["agcam_pred"].tolist()
+    for i in range(6):
+        assert relative_error(maps[i], golden_reference["agcam_maps_target"][i]) < 1e-4
+
+
+def test_without_gradient_cut_the_maps_are_wrong(golden_model, golden_inputs, golden_reference):
+    # The released model detaches every attention's input; the full gradient differs by ~100%.
+    _, maps = AGCAM(golden_model, gradient_cut=False).explain(golden_inputs)
+    errors = [relative_error(maps[i], golden_reference["agcam_maps"][i]) for i in range(6)]
+    assert max(errors) > 0.5
+    assert min(errors) > 1e-2
+
+
+def test_batched_equals_one_by_one(golden_model, golden_inputs, golden_reference):
+    explainer = get_explainer("agcam", golden_model)
+    targets = torch.from_numpy(golden_reference["class_specific_targets"])
+    _, batched = explainer.explain(golden_inputs, targets)
+    for i in range(6):
+        _, single = explainer.explain(golden_inputs[i:i + 1], int(targets[i]))
+        assert relative_error(single[0], batched[i]) < 1e-5
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max"])
+def test_fusion_options(golden_model, golden_inputs, fusion):
+    _, summed = AGCAM(golden_model).explain(golden_inputs[:2])
+    _, fused = AGCAM(golden_model, head_fusion=fusion, layer_fusion=fusion).explain(
+        golden_inputs[:2])
+    L = len(golden_model.blocks)
+    H = golden_model.blocks[0].attn.num_heads
+    if fusion == "mean":
+        torch.testing.assert_close(fused * (L * H), summed, rtol=1e-5, atol=1e-7)
+    else:
+        assert torch.all(fused <= summed + 1e-7) and torch.all(fused * L * H >= summed - 1e-6)
+    with pytest.raises(ValueError):
+        AGCAM(golden_model, head_fusion="median")
+
+
+def _hook_state(model):
+    state = []
+    for module in model.modules():
+        state.append((len(module._forward_hooks), len(module._forward_pre_hooks),
+                      len(module._backward_hooks), "forward" in module.__dict__,
+                      getattr(module, "fused_attn", None)))
+    return state
+
+
+def test_model_unchanged_after_explanation(golden_model, golden_inputs):
+    before_state = _hook_state(golden_model)
+    with torch.no_grad():
+        before = golden_model(golden_inputs[:2])
+    params = {k: v.clone() for k, v in golden_model.state_dict().items()}
+    get_explainer("agcam", golden_model).explain(golden_inputs[:2])
+    with torch.no_grad():
+        after = golden_model(golden_inputs[:2])
+    assert torch.equal(before, after)
+    assert _hook_state(golden_model) == before_state
+    for key, value in golden_model.state_dict().items():
+        assert torch.equal(value, params[key])
+    assert all(p.grad is None for p in golden_model.parameters())
+
+
+def test_fused_attention_restored(golden_model, golden_inputs):
+    attn = golden_model.blocks[0].attn
+    original = attn.fused_attn
+    attn.fused_attn = True
+    try:
+        with AttentionRecorder(golden_model) as recorder:
+            assert attn.fused_attn is False
+            golden_model(golden_inputs[:1])
+            assert recorder.stacked("probs").shape == (1, 4, 3, 197, 197)
+        assert attn.fused_attn is True and "forward" not in attn.__dict__
+    finally:
+        attn.fused_attn = original
+
+
+def test_recorded_probabilities_are_softmax_of_scores(golden_model, golden_inputs):
+    with torch.no_grad(), AttentionRecorder(golden_model) as recorder:
+        golden_model(golden_inputs[:1])
+    scores, probs = recorder.stacked("scores"), recorder.stacked("probs")
+    torch.testing.assert_close(probs, scores.softmax(-1))
+    torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs[..., 0]))
+
+
+def test_clear_error_when_nothing_recorded(golden_model, golden_inputs, monkeypatch):
+    # A forward that bypasses the blocks records nothing: say so instead of explaining garbage.
+    monkeypatch.setattr(golden_model, "forward_features",
+                        lambda x, **kw: golden_model.norm(golden_model._pos_embed(
+                            golden_model.patch_embed(x))))
+    with pytest.raises(AttentionRecordingError, match="no attention was recorded"):
+        get_explainer("agcam", golden_model).explain(golden_inputs[:1])
+    monkeypatch.undo()
+    assert "forward" not in golden_model.blocks[0].attn.__dict__
+
+
+def test_clear_error_for_unsupported_attention(golden_inputs):
+    from models import create_model
+    model = create_model("vit_agcam_tiny_patch16_224", pretrained=False)
+    model.blocks[1].attn = torch.nn.Identity()
+    with pytest.raises(AttentionRecordingError, match="block 1"):
+        get_explainer("agcam", model).explain(golden_inputs[:1])
+    assert all("forward" not in b.attn.__dict__ for b in model.blocks)
+
+
+def test_bad_inputs_to_explain(golden_model, golden_inputs):
+    explainer = get_explainer("agcam", golden_model)
+    with pytest.raises(ValueError, match="model takes"):
+        explainer.explain(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="entries"):
+        explainer.explain(golden_inputs[:2], [1, 2, 3])
+    with pytest.raises(ValueError, match="outside"):
+        explainer.explain(golden_inputs[:1], 5000)
+
+
+def test_resolve_target():
+    assert resolve_target(None, 3, torch.device("cpu")) is None
+    assert resolve_target(7, 3, torch.device("cpu")).tolist() == [7, 7, 7]
+    assert resolve_target(np.array([1, 2]), 2, torch.device("cpu")).tolist() == [1, 2]
