@@ -1,0 +1,142 @@
+"""Weakly-supervised localization on the ILSVRC 2012 validation set (the paper's Table 2).
+
+    python localization.py --method agcam --data_root ./ILSVRC --threshold 0.5
+
+For each image the model classifies correctly, the box drawn from the method's heatmap is compared
+with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
+recall. Several thresholds at once: ``--threshold 0.3 0.5 0.7`` (maps are computed once). Several
+processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See docs/localization.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
+                       script_entry, seed_everything)
+
+SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
+METHODS = ("agcam", "lrp", "rollout")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "localization", description="Weakly-supervised localization on ILSVRC 2012 val: "
+        "pixel accuracy, IoU, Dice, precision and recall of the box drawn from each heatmap.")
+    parser.add_argument("--method", default="agcam",
+                        help=f"explanation method: {', '.join(METHODS)} (default: agcam)")
+    parser.add_argument("--data_root", default=None,
+                        help="ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val "
+                             "(default: the small set in samples/ILSVRC)")
+    parser.add_argument("--threshold", type=float, nargs="+", default=[0.5],
+                        help="threshold(s) on the [0, 1] heatmap, e.g. 0.5 or 0.3 0.5 0.7 "
+                             "(default: 0.5)")
+    add_model_args(parser)
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="images per forward/backward pass (default: 16)")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="loader processes decoding images; 0 decodes in the main process "
+                             "(default: 2)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N images, by name")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--output", default=None, metavar="DIR",
+                        help="write localization_<method>.csv (per image) and "
+                             "localization_<method>.json (means) into DIR")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag checked before anything heavy starts (UsageError names the flag)."""
+    from agcam.explainer import available_methods
+    methods = available_methods()
+    if args.method not in methods:
+        known = ", ".join(sorted(set(methods) | set(METHODS)))
+        missing = "" if args.method not in METHODS else " (its implementation is not installed)"
+        raise UsageError(f"--method {args.method}: unknown method{missing}; choose from {known}")
+    for threshold in args.threshold:
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise UsageError(f"--threshold {threshold:g}: outside [0, 1]")
+    if len(set(args.threshold)) != len(args.threshold):
+        raise UsageError(f"--threshold {' '.join(f'{t:g}' for t in args.threshold)}: "
+                         "a threshold is given twice")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.num_workers < 0:
+        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be at least 1")
+    if args.output is not None:
+        if os.path.exists(args.output) and not os.path.isdir(args.output):
+            raise UsageError(f"--output {args.output}: exists and is not a directory")
+        try:
+            os.makedirs(args.output, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--output {args.output}: cannot be created ({exc.strerror})")
+
+
+def load_samples(args: argparse.Namespace):
+    from agcam.data import find_samples
+    if args.data_root is None:
+        if not os.path.isdir(SAMPLES_ROOT):
+            raise UsageError(f"--data_root not given and the bundled sample set {SAMPLES_ROOT} "
+                             "is not there; pass --data_root DIR, the ILSVRC root holding "
+                             "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
+        args.data_root = SAMPLES_ROOT
+    return find_samples(args.data_root, limit=args.limit)
+
+
+def main(args: argparse.Namespace) -> int:
+    from agcam import distributed
+    from agcam.data import ValDataset, make_loader
+    from agcam.explainer import get_explainer
+    from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
+
+    check_args(args)
+    samples = load_samples(args)
+    device = resolve_device(args.device)
+    ctx = distributed.init_distributed(device)
+    try:
+        if ctx.is_main:
+            print_args(args)
+        seed_everything(args.seed)
+        model = model_from_args(args, ctx.device)
+        explainer = get_explainer(args.method, model)
+        dataset = ValDataset(samples, model, keep_image=False)
+        loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                             rank=ctx.rank, world_size=ctx.world_size,
+                             pin_memory=ctx.device.type == "cuda")
+        timer = Timer()
+        results = evaluate(explainer, loader, samples, args.threshold,
+                           progress=ctx.is_main and not args.no_progress,
+                           total=len(loader.dataset), timer=timer)
+        results = distributed.gather_to_main(results, ctx)
+        if not ctx.is_main:
+            return 0
+        results.sort(key=lambda r: r.index)
+        summary = summarize(results, args.threshold, args.method, args.model,
+                            extra={"checkpoint": args.checkpoint, "data_root": args.data_root,
+                                   "world_size": ctx.world_size})
+        for line in report_lines(summary):
+            print(line)
+        if summary["num_images"] == 0:
+            print("warning: no image was classified correctly; the means are undefined",
+                  file=sys.stderr)
+        share = timer.boxes / timer.total if timer.total > 0 else 0.0
+        print(f"time: {timer.total:.1f} s for {timer.images} images on rank 0 "
+              f"({timer.images / max(timer.total, 1e-9):.1f} images/s); boxes and metrics "
+              f"{100 * share:.1f}%, maps {100 * timer.explain / max(timer.total, 1e-9):.1f}%, "
+              f"waiting for data {100 * timer.data / max(timer.total, 1e-9):.1f}%", flush=True)
+        if args.output is not None:
+            paths = write_outputs(args.output, results, summary, args.threshold)
+            print(f"wrote {paths['csv']} and {paths['json']}")
+        return 0
+    finally:
+        distributed.cleanup(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(script_entry(get_args_parser, main)())
