@@ -1,0 +1,224 @@
+"""localization.py against the released numbers, on both layouts, under torchrun, on bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import localization as script
+from agcam.cli import script_entry
+from agcam.data import ValDataset, find_samples, make_loader
+from agcam.explainer import available_methods, get_explainer
+from agcam.localization import evaluate, summarize
+from agcam.metrics import METRICS
+from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, LRP_UNSTABLE, ROOT
+from tests.test_data import ANN, VAL, make_flat_layout
+
+THRESHOLDS = (0.5, 0.3)
+TOLERANCE = 1e-5
+MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
+              "cpu", "--num_workers", "0", "--no_progress"]
+
+
+def require_method(method: str) -> None:
+    """Skip only when the baselines package is absent; fail when it is there without the method."""
+    if method in available_methods():
+        return
+    try:
+        import baselines  # noqa: F401
+    except ImportError:
+        pytest.skip("baselines not available")
+    pytest.fail(f"the baselines package is installed but registers no {method!r} method")
+
+
+def localize(model, data_root, method, batch_size=4):
+    samples = find_samples(str(data_root))
+    loader = make_loader(ValDataset(samples, model, keep_image=False), batch_size=batch_size,
+                         num_workers=0)
+    results = evaluate(get_explainer(method, model), loader, samples, THRESHOLDS,
+                       progress=False)
+    return results, summarize(results, THRESHOLDS, method, GOLDEN_MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def golden_runs(golden_model):
+    """Localization of the fixture set, once per method for the whole module."""
+    cache = {}
+
+    def get(method):
+        if method not in cache:
+            require_method(method)
+            cache[method] = localize(golden_model, GOLDEN_ILSVRC, method)
+        return cache[method]
+    return get
+
+
+def run_script(argv):
+    return script_entry(script.get_args_parser, script.main)(list(map(str, argv)))
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS)
+@pytest.mark.parametrize("method", ["agcam", "rollout", "lrp"])
+def test_reproduces_released_localization(golden_runs, golden_json, method, threshold):
+    results, summary = golden_runs(method)
+    key = f"{method}@{threshold}"
+    expected_means = golden_json["localization"][key]
+    expected_images = golden_json["localization_per_image"][key]
+    assert summary["num_images"] == expected_means["num_img"] == 5
+    assert summary["skipped"] == summary["misclassified"] == 1
+    assert [r.name for r in results] == golden_json["names"]
+    images = [i for i in range(len(results)) if not (method == "lrp" and i in LRP_UNSTABLE)]
+    for i in images:
+        expected = expected_images[i]
+        if expected is None:
+            assert not results[i].counted
+            assert results[i].prediction == golden_json["predictions"][i]
+            continue
+        assert results[i].counted
+        actual = results[i].metrics[repr(threshold)]
+        for j, metric in enumerate(METRICS):
+            assert abs(actual[j] - expected[metric]) < TOLERANCE, (i, metric)
+    if method != "lrp":   # LRP's means include the two float-sensitive images
+        for metric in METRICS:
+            assert abs(summary["results"][repr(threshold)][metric]
+                       - expected_means[metric]) < TOLERANCE, metric
+
+
+@pytest.mark.parametrize("solution_csv", [False, True])
+def test_official_flat_layout_gives_identical_numbers(tmp_path, golden_model, golden_runs,
+                                                      solution_csv):
+    from agcam.data import IMAGENET_WNIDS
+    root = make_flat_layout(tmp_path / "ILSVRC", solution_csv=solution_csv,
+                            xml_wnid=IMAGENET_WNIDS[7] if solution_csv else None)
+    results, summary = localize(golden_model, root, "agcam", batch_size=3)
+    reference_results, reference_summary = golden_runs("agcam")
+    assert summary == reference_summary
+    assert [(r.name, r.label, r.prediction, r.status, r.metrics) for r in results] == \
+        [(r.name, r.label, r.prediction, r.status, r.metrics) for r in reference_results]
+
+
+def test_script_prints_and_writes_the_released_numbers(tmp_path, capsys, golden_json):
+    out = tmp_path / "out"
+    code = run_script(["--method", "agcam", "--data_root", GOLDEN_ILSVRC, "--threshold", "0.5",
+                       "0.3", "--batch_size", "4", "--output", out] + MODEL_ARGS)
+    assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert "number of images: 5" in printed
+    start = printed.index("threshold: 0.5")
+    expected = golden_json["localization"]["agcam@0.5"]
+    assert printed[start + 1:start + 6] == [f"{m}: {expected[m]:.4f}" for m in METRICS]
+    assert "threshold: 0.3" in printed
+    summary = json.loads((out / "localization_agcam.json").read_text())
+    assert {"method", "model", "num_images", "skipped", "results"} <= set(summary)
+    assert (summary["method"], summary["model"]) == ("agcam", GOLDEN_MODEL_NAME)
+    assert (summary["num_images"], summary["skipped"]) == (5, 1)
+    assert set(summary["results"]) == {"0.5", "0.3"}
+    for metric in METRICS:
+        assert abs(summary["results"]["0.3"][metric]
+                   - golden_json["localization"]["agcam@0.3"][metric]) < TOLERANCE
+    with open(out / "localization_agcam.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["name"] for r in rows] == golden_json["names"]
+    assert [r["counted"] for r in rows] == ["1"] * 5 + ["0"]
+    assert rows[5]["prediction"] == str(golden_json["predictions"][5])
+    assert rows[5]["iou@0.5"] == ""
+    assert float(rows[2]["dice@0.3"]) == pytest.approx(
+        golden_json["localization_per_image"]["agcam@0.3"][2]["dice"], abs=TOLERANCE)
+
+
+def test_corrupt_images_are_skipped_with_a_warning(tmp_path, capsys, golden_json):
+    root = tmp_path / "ILSVRC"
+    shutil.copytree(GOLDEN_ILSVRC, root)
+    broken = root / VAL / "n01983481" / "ILSVRC2012_val_00000003.jpeg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "out"
+    code = run_script(["--data_root", root, "--threshold", "0.5", "--output", out] + MODEL_ARGS)
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "warning" in captured.err and "ILSVRC2012_val_00000003" in captured.err
+    summary = json.loads((out / "localization_agcam.json").read_text())
+    assert (summary["num_images"], summary["skipped"], summary["unreadable"]) == (4, 2, 1)
+    with open(out / "localization_agcam.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[2]["counted"] == "0" and rows[2]["prediction"] == ""
+    expected = golden_json["localization_per_image"]["agcam@0.5"][4]
+    assert float(rows[4]["iou@0.5"]) == pytest.approx(expected["iou"], abs=TOLERANCE)
+
+
+def _damaged_copy(tmp_path, damage):
+    root = tmp_path / "ILSVRC"
+    if damage == "empty":
+        os.makedirs(root)
+        return root
+    shutil.copytree(GOLDEN_ILSVRC, root)
+    if damage == "no_annotation":
+        os.remove(root / ANN / "ILSVRC2012_val_00000005.xml")
+    elif damage == "unknown_wnid":
+        shutil.rmtree(root / VAL)
+        flat = make_flat_layout(tmp_path / "flat", xml_wnid="n12345678")
+        return flat
+    return root
+
+
+@pytest.mark.parametrize("argv, damage, message", [
+    (["--data_root", "{tmp}/nowhere"], None, "--data_root {tmp}/nowhere: no such directory"),
+    (["--data_root", "{root}"], "empty", "--data_root {root}: no Data"),
+    (["--data_root", "{root}"], "no_annotation", "ILSVRC2012_val_00000005.xml"),
+    (["--data_root", "{root}"], "unknown_wnid", "unknown wnid 'n12345678'"),
+    (["--threshold", "1.5"], None, "--threshold 1.5: outside [0, 1]"),
+    (["--threshold", "0.5", "-0.1"], None, "--threshold -0.1: outside [0, 1]"),
+    (["--method", "gradcam"], None, "--method gradcam: unknown method"),
+    (["--model", "vit_no_such_model"], None, "--model vit_no_such_model"),
+    (["--batch_size", "0"], None, "--batch_size 0"),
+    (["--limit", "0"], None, "--limit 0"),
+    (["--output", "{tmp}/file.txt"], None, "--output {tmp}/file.txt: exists and is not a dir"),
+])
+def test_bad_input_exits_2_naming_the_flag_or_file(tmp_path, capsys, argv, damage, message):
+    root = _damaged_copy(tmp_path, damage) if damage else GOLDEN_ILSVRC
+    (tmp_path / "file.txt").write_text("x")
+    fill = {"tmp": str(tmp_path), "root": str(root)}
+    argv = [a.format(**fill) for a in argv]
+    if "--data_root" not in argv:
+        argv += ["--data_root", str(GOLDEN_ILSVRC)]
+    model_args = list(MODEL_ARGS)
+    if "--model" in argv:   # an unknown model without the fixture checkpoint
+        model_args = model_args[4:]
+    code = run_script(argv + model_args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message.format(**fill) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_sample_set_is_explained(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(script, "SAMPLES_ROOT", str(tmp_path / "samples" / "ILSVRC"))
+    assert run_script(MODEL_ARGS) == 2
+    err = capsys.readouterr().err
+    assert "--data_root" in err and "samples" in err
+
+
+def test_torchrun_two_processes_give_the_single_process_numbers(tmp_path, capsys):
+    common = ["--method", "agcam", "--data_root", str(GOLDEN_ILSVRC), "--threshold", "0.5",
+              "0.3", "--batch_size", "2"] + MODEL_ARGS
+    assert run_script(common + ["--output", str(tmp_path / "single")]) == 0
+    capsys.readouterr()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "localization.py"] + common + \
+        ["--output", str(tmp_path / "dist")]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("number of images: 5") == 1   # rank 0 alone reports
+    single = json.loads((tmp_path / "single" / "localization_agcam.json").read_text())
+    dist = json.loads((tmp_path / "dist" / "localization_agcam.json").read_text())
+    assert (single["world_size"], dist["world_size"]) == (1, 2)
+    for key in ("num_images", "skipped", "misclassified", "unreadable", "results"):
+        assert dist[key] == single[key], key
+    assert (tmp_path / "dist" / "localization_agcam.csv").read_text() == \
+        (tmp_path / "single" / "localization_agcam.csv").read_text()
