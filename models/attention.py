@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
 from torch import nn
 
 try:  # present in timm >= 1.0.20; older releases take no mask in the ViT path
@@ -69,6 +71,15 @@ class AttentionRecorder:
     With ``detach_input=True`` nothing inside an attention module needs a gradient except ``A``
     itself, so the q/k/v projections run without building a graph and (for ``rows="cls"``) only the
     class-token row of ``A`` becomes a leaf; the values are identical, the backward pass is cheaper.
+
+    Class-token fast path (``detach_input=True, rows="cls", grad=True``, AGCAM's setting): with
+    every attention input cut, tokens never mix along a gradient path (skip connections, LayerNorm
+    and MLP act per token), so ``dy/dA[cls]`` only depends on the class token's own residual chain.
+    The recorder then also patches each block of timm's plain ``Block`` kind so that only the
+    class-token row carries a graph through the MLP and projection, while the other rows run under
+    ``no_grad`` with timm's fused attention. The forward values are the model's (to float
+    rounding) and the gradient of the class-token row is unchanged; the backward pass shrinks
+    from N tokens to one.
     """
 
     model: nn.Module
@@ -86,6 +97,7 @@ class AttentionRecorder:
         if self.rows == "cls" and self.grad and not self.detach_input:
             # Without the cut, A's other rows carry gradient to the input: keep the full matrix.
             raise ValueError("rows='cls' with grad=True needs detach_input=True")
+        self.cls_fast_path = self.detach_input and self.rows == "cls" and self.grad
 
     # -- context manager -------------------------------------------------------------------------
     def attention_modules(self) -> List[nn.Module]:
@@ -115,6 +127,12 @@ class AttentionRecorder:
                 if hasattr(module, "fused_attn"):
                     module.fused_attn = False
                 module.forward = self._make_forward(module, index)
+            if self.cls_fast_path:
+                for blk in self.model.blocks:
+                    if type(blk).forward is Block.forward:
+                        self._saved.append((blk, None, blk.__dict__.get("forward"),
+                                            "forward" in blk.__dict__))
+                        blk.forward = _make_cls_block_forward(blk)
         except BaseException:
             self._restore()
             raise
@@ -169,6 +187,10 @@ class AttentionRecorder:
                     is_causal: bool = False) -> torch.Tensor:
             if recorder.detach_input:
                 x = x.detach()
+            if recorder.cls_fast_path:
+                return _cls_fast_attention(module, x, attn_mask, is_causal,
+                                           recorder.records, index, recorder.keep_scores,
+                                           recorder.keep_probs)
             B, N, _ = x.shape
             cut = recorder.detach_input and recorder.grad
             # With the input cut, q, k, v (and the gate) need no graph: only A does.
@@ -178,12 +200,8 @@ class AttentionRecorder:
                 q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
                 q, k = module.q_norm(q), module.k_norm(k)
                 # Released AGCAM order: (q @ k^T) * scale (timm scales q first; equal to rounding).
-                scores = (q @ k.transpose(-2, -1)) * module.scale
-                if attn_mask is not None or is_causal:
-                    if resolve_self_attn_mask is None:
-                        raise AttentionRecordingError("this timm has no attention-mask support")
-                    scores = maybe_add_mask(scores, resolve_self_attn_mask(N, scores, attn_mask,
-                                                                           is_causal))
+                scores = _add_mask((q @ k.transpose(-2, -1)) * module.scale, N, attn_mask,
+                                   is_causal)
                 probs = scores.softmax(dim=-1)
 
             record = AttentionRecord()
@@ -194,12 +212,9 @@ class AttentionRecorder:
                 record.probs = probs[:, :, row]
             if cut:
                 # Leaf for dy/dA on the recorded rows; the other rows stay constants.
-                leaf = probs[:, :, row].detach().requires_grad_(True)
-                if recorder.rows == "cls":
-                    probs = torch.cat([leaf, probs[:, :, 1:]], dim=2)
-                else:
-                    probs = leaf
-                record.grad_tensor = leaf
+                # (rows == "all" here: the class-row case takes the fast path above.)
+                probs = probs.detach().requires_grad_(True)
+                record.grad_tensor = probs
             elif recorder.grad:
                 record.grad_tensor = probs
             recorder.records[index] = record
@@ -213,3 +228,65 @@ class AttentionRecorder:
             return module.proj_drop(out)
 
         return forward
+
+
+def _add_mask(scores: torch.Tensor, N: int, attn_mask, is_causal: bool) -> torch.Tensor:
+    if attn_mask is None and not is_causal:
+        return scores
+    if resolve_self_attn_mask is None:
+        raise AttentionRecordingError("this timm has no attention-mask support")
+    return maybe_add_mask(scores, resolve_self_attn_mask(N, scores, attn_mask, is_causal))
+
+
+def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal: bool,
+                        records: list, index: int, keep_scores: bool,
+                        keep_probs: bool) -> torch.Tensor:
+    """Attention whose only graph is the class-token row: ``proj(A[cls] @ v)`` with ``A[cls]`` a
+    leaf. The other rows are constants under the gradient cut and use timm's fused kernel."""
+    B, N, _ = x.shape
+    with torch.no_grad():
+        gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
+        qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = module.q_norm(q), module.k_norm(k)
+        scores = (q[:, :, :1] @ k.transpose(-2, -1)) * module.scale      # [B, H, 1, N]
+        if attn_mask is None and not is_causal:
+            rest = F.scaled_dot_product_attention(q[:, :, 1:], k, v, scale=module.scale)
+        else:
+            full = _add_mask((q @ k.transpose(-2, -1)) * module.scale, N, attn_mask, is_causal)
+            scores = full[:, :, :1]
+            rest = full[:, :, 1:].softmax(dim=-1) @ v
+        probs = scores.softmax(dim=-1)
+    leaf = probs.detach().requires_grad_(True)
+    records[index] = AttentionRecord(scores=scores if keep_scores else None,
+                                     probs=probs if keep_probs else None, grad_tensor=leaf)
+
+    def finish(rows: torch.Tensor, gate_rows) -> torch.Tensor:
+        rows = rows.transpose(1, 2).reshape(B, rows.shape[2], -1)
+        rows = module.norm(rows) if hasattr(module, "norm") else rows
+        if gate_rows is not None:
+            rows = rows * gate_rows
+        return module.proj_drop(module.proj(rows))
+
+    cls_out = finish(module.attn_drop(leaf) @ v, None if gate is None else gate[:, :1])
+    with torch.no_grad():
+        rest_out = finish(rest, None if gate is None else gate[:, 1:])
+    return torch.cat([cls_out, rest_out], dim=1)
+
+
+def _make_cls_block_forward(blk: nn.Module):
+    """timm ``Block.forward`` with only the class-token row carrying a graph (see the recorder's
+    class-token fast path); the attention module is the recorder's patched one."""
+
+    def forward(x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            h = blk.norm1(x.detach())               # the attention cuts its input anyway
+        x = x + blk.drop_path1(blk.ls1(blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)))
+        cls, rest = x[:, :1], x[:, 1:].detach()
+        cls = cls + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(cls))))
+        with torch.no_grad():
+            rest = rest + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(rest))))
+        return torch.cat([cls, rest], dim=1)
+
+    return forward

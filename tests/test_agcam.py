@@ -147,3 +147,26 @@ def test_resolve_target():
     assert resolve_target(None, 3, torch.device("cpu")) is None
     assert resolve_target(7, 3, torch.device("cpu")).tolist() == [7, 7, 7]
     assert resolve_target(np.array([1, 2]), 2, torch.device("cpu")).tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["vit_agcam_tiny_patch16_224", "deit_tiny_distilled_patch16_224",
+                                  "deit3_small_patch16_224"])
+def test_class_token_fast_path_equals_full_autograd(name):
+    """The recorder's class-token fast path gives the gradient of plain autograd over the full
+    attention matrices (same cut), on plain, distilled (2 prefix tokens) and layer-scale ViTs."""
+    from agcam.explainer import class_scores
+    from models import create_model
+    torch.manual_seed(0)
+    model = create_model(name, pretrained=False)
+    images = torch.randn(2, 3, 224, 224)
+    _, fast = AGCAM(model).explain(images)
+    with torch.enable_grad(), AttentionRecorder(model, detach_input=True, rows="all",
+                                                grad=True) as recorder:
+        logits = model(images)
+        _, _, score = class_scores(logits, None)
+        grads = recorder.gradients(score)[:, :, :, 0, model.num_prefix_tokens:]
+        scores = recorder.stacked("scores")[:, :, :, 0, model.num_prefix_tokens:].detach()
+    slow = (torch.sigmoid(scores) * torch.relu(grads)).sum(dim=(1, 2)).reshape(fast.shape)
+    assert relative_error(fast, slow) < 1e-5
+    with torch.no_grad():
+        assert torch.allclose(logits, model(images), atol=1e-5)
