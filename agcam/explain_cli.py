@@ -1,0 +1,153 @@
+"""``python -m agcam explain IMAGE [IMAGE ...]``: explain your own images.
+
+For every image: prints the top-5 predicted classes, then writes one PNG per method to ``--out``
+(``<image stem>_<method>.png``, 1200 x 400 px): the image, the heatmap overlaid on it, and the
+boxes the heatmap gives at ``--threshold``. ``--target`` explains that class instead of the
+predicted one (Rollout has one map whatever the class).
+
+Exit codes: 0 when every image was explained; 1 when some could not be read or written (each is
+reported on stderr as it happens and the others are still processed); 2 for a usage error (a bad
+flag, an unknown model, weights that cannot be obtained), reported in one line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Sequence
+
+import torch
+from tqdm import tqdm
+
+from agcam.cli import UsageError, add_model_args, model_from_args, print_args, resolve_device
+from agcam.explainer import available_methods, get_explainer
+from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
+                            top_k)
+from agcam.plotting import explanation_figure, save_figure
+from models.vit import build_transform, load_image
+
+METHODS = ("agcam", "rollout", "lrp")
+EXIT_SOME_FAILED = 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
+    parser.add_argument("--method", default="agcam", choices=METHODS + ("all",),
+                        help="explanation method, or all three (default: agcam)")
+    parser.add_argument("--target", default=None, metavar="CLASS",
+                        help="class to explain instead of the predicted one: an index (281), a "
+                             "wnid (n02123045) or an ImageNet name (tabby)")
+    parser.add_argument("--out", default="explanations",
+                        help="folder for the PNG files (default: ./explanations)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="heatmap threshold of the boxes, in [0, 1] (default: 0.5)")
+    add_model_args(parser)
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="images explained together (default: 8)")
+    return parser
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(
+        prog="python -m agcam explain", description=__doc__.splitlines()[0]))
+
+
+def resolve_methods(name: str) -> List[str]:
+    available = available_methods()
+    wanted = list(METHODS) if name == "all" else [name]
+    missing = [m for m in wanted if m not in available]
+    if missing:
+        raise UsageError(f"--method {name}: {', '.join(missing)} not available "
+                         f"(installed: {', '.join(available)})")
+    return wanted
+
+
+def output_names(paths: Sequence[str]) -> List[str]:
+    """One output stem per input: the file stem, made unique (``a/x.jpg``, ``b/x.jpg`` ->
+    ``x``, ``x_2``) so that no PNG overwrites another."""
+    seen: Dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def format_top(path: str, top, num_classes: int) -> str:
+    lines = [path]
+    for rank, (index, prob) in enumerate(top, start=1):
+        lines.append(f"  {rank}. {class_name(index, num_classes)} ({index})  {prob:.1%}")
+    return "\n".join(lines)
+
+
+def _target(text: str, num_classes: int) -> int:
+    try:
+        return parse_class(text, num_classes)
+    except ValueError as exc:
+        raise UsageError(f"--target {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    print_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)}))
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
+    methods = resolve_methods(args.method)
+    if args.target is not None and not args.target.strip().isdigit():
+        _target(args.target, 1000)  # a misspelt name fails before the model is downloaded
+    model = model_from_args(args, resolve_device(args.device))
+    num_classes = num_classes_of(model)
+    target = None if args.target is None else _target(args.target, num_classes)
+    explainers = {m: get_explainer(m, model) for m in methods}
+    transform = build_transform(model)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot create the folder ({exc})") from None
+
+    paths = list(args.images)
+    names = output_names(paths)
+    failed: List[str] = []
+    written = 0
+
+    def report(path: str, problem: str) -> None:
+        failed.append(path)
+        tqdm.write(f"error: {path}: {problem}", file=sys.stderr)
+
+    with tqdm(total=len(paths), unit="image", disable=len(paths) < 2, file=sys.stderr) as bar:
+        for start in range(0, len(paths), args.batch_size):
+            batch = []
+            for path, name in zip(paths[start:start + args.batch_size],
+                                  names[start:start + args.batch_size]):
+                try:
+                    batch.append((path, name, load_image(path)))
+                except Exception as exc:  # missing, not an image, truncated, too large, ...
+                    report(path, f"cannot read the image ({type(exc).__name__}: {exc})")
+                    bar.update(1)
+            if not batch:
+                continue
+            images = torch.stack([transform(image) for _, _, image in batch])
+            tops = top_k(model, images)
+            heatmaps = {m: explain_heatmaps(explainers[m], images, target)[1] for m in methods}
+            for i, (path, name, image) in enumerate(batch):
+                tqdm.write(format_top(path, tops[i], num_classes))
+                explained = target if target is not None else tops[i][0][0]
+                try:
+                    for method in methods:
+                        fig = explanation_figure(
+                            image, heatmaps[method][i], method, explained, args.threshold,
+                            top=tops[i], title=os.path.basename(path), num_classes=num_classes)
+                        save_figure(fig, os.path.join(args.out, f"{name}_{method}.png"))
+                        written += 1
+                except OSError as exc:
+                    report(path, f"cannot write its PNG to {args.out} ({exc})")
+                bar.update(1)
+
+    print(f"wrote {written} PNG file(s) to {args.out}", flush=True)
+    if failed:
+        print(f"{len(failed)} of {len(paths)} image(s) failed: {', '.join(failed)}",
+              file=sys.stderr, flush=True)
+        return EXIT_SOME_FAILED
+    return 0
