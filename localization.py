@@ -125,11 +125,12 @@ def main(args: argparse.Namespace) -> int:
         if summary["num_images"] == 0:
             print("warning: no image was classified correctly; the means are undefined",
                   file=sys.stderr)
-        share = timer.boxes / timer.total if timer.total > 0 else 0.0
         print(f"time: {timer.total:.1f} s for {timer.images} images on rank 0 "
-              f"({timer.images / max(timer.total, 1e-9):.1f} images/s); boxes and metrics "
-              f"{100 * share:.1f}%, maps {100 * timer.explain / max(timer.total, 1e-9):.1f}%, "
-              f"waiting for data {100 * timer.data / max(timer.total, 1e-9):.1f}%", flush=True)
+              f"({timer.images / max(timer.total, 1e-9):.1f} images/s): maps "
+              f"{100 * timer.share(timer.explain):.1f}%, waiting for data "
+              f"{100 * timer.share(timer.data):.1f}%, boxes and metrics "
+              f"{100 * timer.share(timer.boxes):.1f}% (in a background thread; the loop waited "
+              f"{100 * timer.share(timer.boxes_wait):.1f}% for them)", flush=True)
         if args.output is not None:
             paths = write_outputs(args.output, results, summary, args.threshold)
             print(f"wrote {paths['csv']} and {paths['json']}")

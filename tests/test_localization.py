@@ -36,12 +36,12 @@ def require_method(method: str) -> None:
     pytest.fail(f"the baselines package is installed but registers no {method!r} method")
 
 
-def localize(model, data_root, method, batch_size=4):
+def localize(model, data_root, method, batch_size=4, overlap=True):
     samples = find_samples(str(data_root))
     loader = make_loader(ValDataset(samples, model, keep_image=False), batch_size=batch_size,
                          num_workers=0)
     results = evaluate(get_explainer(method, model), loader, samples, THRESHOLDS,
-                       progress=False)
+                       progress=False, overlap=overlap)
     return results, summarize(results, THRESHOLDS, method, GOLDEN_MODEL_NAME)
 
 
@@ -100,6 +100,14 @@ def test_official_flat_layout_gives_identical_numbers(tmp_path, golden_model, go
     assert summary == reference_summary
     assert [(r.name, r.label, r.prediction, r.status, r.metrics) for r in results] == \
         [(r.name, r.label, r.prediction, r.status, r.metrics) for r in reference_results]
+
+
+def test_batching_and_background_thread_do_not_change_the_numbers(golden_model, golden_runs):
+    results, summary = localize(golden_model, GOLDEN_ILSVRC, "agcam", batch_size=1,
+                                overlap=False)
+    reference_results, reference_summary = golden_runs("agcam")
+    assert summary == reference_summary
+    assert [r.metrics for r in results] == [r.metrics for r in reference_results]
 
 
 def test_script_prints_and_writes_the_released_numbers(tmp_path, capsys, golden_json):
