@@ -182,7 +182,7 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
                     pending.append((future, counted))
                 else:
                     timer.explain += time.perf_counter() - now
-                # at most two batches in flight: bounded memory, results kept flowing
+                # a few batches in flight at most: bounded memory, results kept flowing
                 collect(block=len(pending) > 2)
             timer.images += len(indices)
             bar.update(len(indices))
