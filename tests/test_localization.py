@@ -89,6 +89,34 @@ def test_reproduces_released_localization(golden_runs, golden_json, method, thre
                        - expected_means[metric]) < TOLERANCE, metric
 
 
+@pytest.mark.parametrize("method, maps", [("agcam", "agcam_maps"), ("lrp", "lrp_maps"),
+                                          ("rollout", "rollout_mean_0.0_maps")])
+def test_released_maps_give_the_released_numbers_to_the_bit(golden_reference, golden_json,
+                                                            method, maps):
+    """The boxes and metrics alone, on the released maps (LRP's float-sensitive images too)."""
+    import torch
+    from agcam.data import gt_boxes
+    from agcam.localization import localize_batch, threshold_key
+    from agcam.maps import to_heatmap
+    from agcam.metrics import mean_metric
+    samples = find_samples(str(GOLDEN_ILSVRC))
+    counted = [i for i, s in enumerate(samples)
+               if golden_json["predictions"][i] == s.label]
+    assert counted == [0, 1, 2, 3, 4]
+    heatmaps = to_heatmap(torch.from_numpy(golden_reference[maps][counted]), (224, 224)).numpy()
+    boxes = [gt_boxes(samples[i].boxes, samples[i].width, samples[i].height, (224, 224))
+             for i in counted]
+    per_image = localize_batch(heatmaps, boxes, THRESHOLDS)
+    for threshold in THRESHOLDS:
+        key = f"{method}@{threshold}"
+        for k, i in enumerate(counted):
+            expected = golden_json["localization_per_image"][key][i]
+            assert per_image[k][threshold_key(threshold)] == [expected[m] for m in METRICS]
+        for j, metric in enumerate(METRICS):
+            mean = mean_metric([row[threshold_key(threshold)][j] for row in per_image])
+            assert abs(mean - golden_json["localization"][key][metric]) <= 6e-8
+
+
 @pytest.mark.parametrize("solution_csv", [False, True])
 def test_official_flat_layout_gives_identical_numbers(tmp_path, golden_model, golden_runs,
                                                       solution_csv):
