@@ -1,0 +1,149 @@
+"""ABPC, the area between the LeRF and MoRF perturbation curves, from save_h5.py's store.
+
+    python ABPC.py --method agcam --h5_root ./saveroot --csv True --file True
+
+Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (or ``--h5_file``), in our layout or the released one,
+removes 0%, 10%, ..., 100% of the pixels least / most relevant first, and prints the mean
+curves, AUC(LeRF), AUC(MoRF) and ABPC. ``--file True`` writes ``ILSVRC_<method>_ABPC.txt`` and
+``.json`` beside the HDF5 file, ``--csv True`` the per-image ``.csv`` and a ``.png`` of the
+curves. See docs/abpc.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
+                       script_entry, seed_everything, str2bool)
+
+METHODS = ("agcam", "lrp", "rollout")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
+        "heatmaps save_h5.py stored.")
+    parser.add_argument("--method", default="agcam",
+                        help=f"explanation method the file holds: {', '.join(METHODS)} "
+                             "(default: agcam)")
+    parser.add_argument("--h5_root", default="./saveroot",
+                        help="folder of ILSVRC_<method>.hdf5 (default: ./saveroot)")
+    parser.add_argument("--h5_file", default=None,
+                        help="the HDF5 file itself (overrides --h5_root)")
+    parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
+                        help="write ILSVRC_<method>_ABPC.csv (per image) and .png (mean curves) "
+                             "beside the HDF5 file (default: False)")
+    parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
+                        help="write ILSVRC_<method>_ABPC.txt and .json beside the HDF5 file "
+                             "(default: False)")
+    add_model_args(parser)
+    parser.add_argument("--batch_size", type=int, default=64,
+                        help="perturbed images per forward pass (default: 64)")
+    parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def open_checked_store(args: argparse.Namespace):
+    """The store the flags name, checked for everything but the model (UsageError otherwise)."""
+    from agcam.store import open_store, store_path
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.h5_file is not None:
+        path, flag = args.h5_file, "--h5_file"
+    else:
+        path, flag = store_path(args.h5_root, args.method), "--h5_root"
+        if not os.path.isfile(path):
+            raise UsageError(f"--h5_root {args.h5_root}: no ILSVRC_{args.method}.hdf5 there "
+                             f"(write it with: python save_h5.py --method {args.method} "
+                             f"--save_root {args.h5_root})")
+    store = open_store(path, flag)
+    try:
+        if store.method is not None and store.method != args.method:
+            raise UsageError(f"{path} holds {store.method} heatmaps, not --method "
+                             f"{args.method}")
+        store.check_complete()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def check_model(store, model, args: argparse.Namespace) -> None:
+    from models.vit import model_geometry
+    geometry = model_geometry(model)
+    size = tuple(geometry.input_size)
+    if tuple(store.image_size) != size or tuple(store.heatmap_size) != size:
+        raise UsageError(f"{store.path}: images {tuple(store.image_size)} and heatmaps "
+                         f"{tuple(store.heatmap_size)} do not match the model's input {size} "
+                         f"(--model {args.model})")
+    meta = store.meta
+    if meta is not None and meta.model and meta.model != args.model:
+        print(f"warning: {store.path} was written with --model {meta.model}; evaluating with "
+              f"{args.model}", file=sys.stderr)
+    if meta is not None and not (np.allclose(meta.mean, geometry.mean)
+                                 and np.allclose(meta.std, geometry.std)):
+        print(f"warning: {store.path} was written with mean {meta.mean} / std {meta.std}; the "
+              f"model normalises with {geometry.mean} / {geometry.std}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    from agcam import distributed
+    from agcam.abpc import (abpc_curves, merge_curves, report_lines, summarize, write_csv,
+                            write_report)
+    from models.vit import model_geometry
+
+    store = open_checked_store(args)
+    try:
+        device = resolve_device(args.device)
+        ctx = distributed.init_distributed(device)
+        try:
+            if ctx.is_main:
+                print_args(args)
+            seed_everything(args.seed)
+            model = model_from_args(args, ctx.device)
+            check_model(store, model, args)
+            geometry = model_geometry(model)
+            indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
+            read_batch = args.read_batch or max(1, min(args.batch_size, 32))
+            skipped = int((~store.valid).sum())
+            curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std,
+                                                      indices),
+                                 batch_size=args.batch_size,
+                                 progress=ctx.is_main and not args.no_progress,
+                                 total=int(store.valid[indices].sum()))
+            parts = distributed.gather_to_main([curves], ctx)
+            if not ctx.is_main:
+                return 0
+            curves = merge_curves(parts)
+            if curves.num_images == 0:
+                raise UsageError(f"{store.path}: no readable image to evaluate")
+            summary = summarize(curves, args.method)
+            for line in report_lines(summary):
+                print(line)
+            if skipped:
+                print(f"warning: {skipped} images stored as unreadable were left out",
+                      file=sys.stderr)
+            print(f"forward passes: {curves.forward_passes / curves.num_images:.2f} per image",
+                  flush=True)
+            directory = os.path.dirname(os.path.abspath(store.path))
+            written = []
+            if args.file:
+                written += write_report(directory, summary)
+            if args.csv:
+                written += write_csv(directory, curves, summary)
+            if written:
+                print("wrote " + ", ".join(written), flush=True)
+            return 0
+        finally:
+            distributed.cleanup(ctx)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(script_entry(get_args_parser, main)())

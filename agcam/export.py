@@ -1,0 +1,169 @@
+"""The loop under ``save_h5.py``: explain every image's label class into an HDF5 store.
+
+Work is cut into fixed units of ``batch_size`` consecutive images (:func:`agcam.store.work_units`).
+Under ``torchrun`` the units still to do are dealt round-robin to the processes; after each round
+every process's results are gathered to rank 0, which alone opens and writes the one file, unit
+by unit. A unit is always explained as the same batch, so the stored values depend neither on
+the number of processes nor on where an interrupted run stopped: the rerun of an interrupted
+command only computes the units not marked done and ends with the file an uninterrupted run
+writes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from agcam.data import ValDataset, collate
+from agcam.distributed import DistContext, gather_to_main
+from agcam.explainer import Explainer
+from agcam.store import PARTIAL_SUFFIX, StoreError, StoreMeta, StoreWriter, open_writer
+
+#: test hook: seconds to sleep after each committed unit (to interrupt a run at a known point)
+PAUSE_ENV = "AGCAM_SAVE_H5_PAUSE_AFTER_UNIT"
+
+
+@dataclass
+class ExportStats:
+    path: str
+    num_images: int
+    already_done: int = 0
+    written: int = 0
+    unreadable: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _UnitResult:
+    indices: List[int]
+    images: np.ndarray        # [B, 3, H, W] uint8
+    maps: np.ndarray          # [B, h, w] float32
+    valid: np.ndarray         # [B] bool
+    errors: List[str]
+
+
+def explain_unit(explainer: Explainer, batch: dict) -> _UnitResult:
+    """Raw maps of the label class for the decodable images of one loader batch."""
+    valid = batch["valid"].numpy().astype(bool)
+    grid_h, grid_w = explainer.geometry.grid
+    maps = np.zeros((len(valid), grid_h, grid_w), dtype=np.float32)
+    if valid.any():
+        keep = torch.from_numpy(valid)
+        _, raw = explainer.explain(batch["input"][keep], target=batch["label"][keep])
+        maps[valid] = raw.detach().float().cpu().numpy()
+    return _UnitResult(indices=batch["index"].tolist(), images=batch["image"].numpy(),
+                       maps=maps, valid=valid, errors=list(batch["error"]))
+
+
+def _broadcast(obj, ctx: DistContext):
+    if not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=ctx._object_group)
+    return box[0]
+
+
+def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: str,
+                 meta: StoreMeta, ctx: Optional[DistContext] = None, num_workers: int = 0,
+                 progress: bool = False, log=print) -> Optional[ExportStats]:
+    """Write (or finish) the store at ``path`` for every sample of ``dataset``.
+
+    Returns the statistics on rank 0, ``None`` on the other ranks.
+    """
+    ctx = ctx or DistContext()
+    names = [s.name for s in dataset.samples]
+    labels = [s.label for s in dataset.samples]
+    start = time.perf_counter()
+    writer: Optional[StoreWriter] = None
+    plan = None
+    if ctx.is_main:
+        try:
+            writer = open_writer(path, layout, names, labels, meta)
+            plan = ("ok", writer.pending(), writer.meta.batch_size,
+                    bool(getattr(writer, "restarted", False)))
+        except StoreError as exc:
+            plan = ("error", str(exc))
+    plan = _broadcast(plan, ctx)
+    if plan[0] == "error":
+        raise StoreError(plan[1])
+    _, pending, batch_size, restarted = plan
+    stats = ExportStats(path=path, num_images=len(names))
+    stats.already_done = len(names) - sum(len(u) for u in pending)
+    if ctx.is_main:
+        if restarted:
+            log(f"{path}{PARTIAL_SUFFIX}: damaged by an interruption; starting it over",
+                file=sys.stderr)
+        if batch_size != meta.batch_size:
+            log(f"resuming with the file's batch size {batch_size} (not {meta.batch_size}) so "
+                "that it ends as an uninterrupted run would")
+        if stats.already_done and pending:
+            log(f"resuming {path}: {stats.already_done} of {len(names)} images already written")
+        elif not pending:
+            log(f"{path} is already complete ({len(names)} images)")
+    try:
+        mine = pending[ctx.rank::ctx.world_size]
+        rounds = -(-len(pending) // ctx.world_size)
+        loader = iter(DataLoader(dataset, batch_sampler=mine, num_workers=num_workers,
+                                 collate_fn=collate)) if mine else iter(())
+        pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+        bar = None
+        if progress and ctx.is_main and pending:
+            from tqdm import tqdm
+            bar = tqdm(total=sum(len(u) for u in pending), unit="img", desc="save_h5")
+        try:
+            for _ in range(rounds):
+                batch = next(loader, None)
+                results = [explain_unit(explainer, batch)] if batch is not None else []
+                gathered = gather_to_main(results, ctx)
+                if not ctx.is_main:
+                    continue
+                for result in sorted(gathered, key=lambda r: r.indices[0]):
+                    writer.write(result.indices, result.images, result.maps, result.valid)
+                    stats.written += len(result.indices)
+                    for i, ok, error in zip(result.indices, result.valid, result.errors):
+                        if not ok:
+                            stats.unreadable.append(names[i])
+                            log(f"warning: {dataset.samples[i].path}: unreadable, stored as "
+                                f"invalid and left out of ABPC ({error})", file=sys.stderr)
+                    if bar is not None:
+                        bar.update(len(result.indices))
+                    if pause:
+                        log(f"committed {stats.already_done + stats.written} of {len(names)}",
+                            flush=True)
+                        time.sleep(pause)
+        finally:
+            if bar is not None:
+                bar.close()
+        if ctx.is_main:
+            writer.finish()
+    finally:
+        if writer is not None:
+            writer.close()
+    stats.seconds = time.perf_counter() - start
+    return stats if ctx.is_main else None
+
+
+def store_meta(method: str, model: torch.nn.Module, model_name: str,
+               checkpoint: Optional[str], batch_size: int,
+               checkpoint_sha256: Optional[str] = None) -> StoreMeta:
+    """The self-description of a store written with ``model``."""
+    import timm
+
+    from models.vit import file_digest, model_geometry
+    geometry = model_geometry(model)
+    digest = checkpoint_sha256 if checkpoint_sha256 is not None else \
+        (file_digest(checkpoint) if checkpoint else "")
+    return StoreMeta(method=method, model=model_name, input_size=tuple(geometry.input_size),
+                     grid=tuple(geometry.grid), mean=tuple(geometry.mean),
+                     std=tuple(geometry.std), batch_size=int(batch_size),
+                     checkpoint=os.path.basename(checkpoint) if checkpoint else "",
+                     checkpoint_sha256=digest, timm_version=timm.__version__,
+                     torch_version=str(torch.__version__))
+
