@@ -1,0 +1,298 @@
+"""save_h5.py on the golden set: both layouts against the released files, the size budget,
+interruption with SIGKILL and resumption, torchrun, bad input; then ABPC on our own files."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import save_h5 as script
+from agcam.abpc import abpc_curves, pixel_counts, removal_mask, summarize
+from agcam.cli import script_entry
+from agcam.explainer import available_methods
+from agcam.export import PAUSE_ENV
+from agcam.store import FORMAT, open_store
+from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
+                            LRP_UNSTABLE, ROOT)
+
+METHODS = ("agcam", "lrp", "rollout")
+LAYOUTS = ("compact", "released")
+TOLERANCE = 1e-5
+#: LRP heatmaps follow the baselines issue: 1e-4 (relative) on the four stable images
+LRP_TOLERANCE = 1e-4
+MEAN = STD = (0.5, 0.5, 0.5)
+RELEASED_BYTES = 4_826_928   # each released fixture file, 6 images
+MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
+              "cpu", "--num_workers", "0", "--no_progress"]
+
+
+def run_script(argv):
+    return script_entry(script.get_args_parser, script.main)(argv)
+
+
+def require_method(method):
+    if method in available_methods():
+        return
+    try:
+        import baselines  # noqa: F401
+    except ImportError:
+        pytest.skip("baselines not available")
+    pytest.fail(f"the baselines package is installed but registers no {method!r} method")
+
+
+def released_h5(method):
+    return GOLDEN / "h5" / f"ILSVRC_{method}.hdf5"
+
+
+def read_all(path):
+    """Every dataset and root attribute of an HDF5 file (to compare two files' content)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+        out["@attrs"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
+                         for k, v in f.attrs.items()}
+    return out
+
+
+def assert_same_content(a, b, maps_atol=0.0):
+    left, right = read_all(a), read_all(b)
+    assert set(left) == set(right)
+    for key in left:
+        if key == "@attrs":
+            assert left[key] == right[key]
+        elif maps_atol and (key == "maps" or key.startswith("cam/")):
+            np.testing.assert_allclose(left[key], right[key], rtol=0, atol=maps_atol)
+        else:
+            assert np.array_equal(left[key], right[key]), key
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """save_h5.py on the golden set, once per (method, layout)."""
+    cache = {}
+
+    def get(method, layout="compact"):
+        if (method, layout) not in cache:
+            require_method(method)
+            root = tmp_path_factory.mktemp(f"{method}_{layout}") / "saveroot"  # created by it
+            argv = ["--method", method, "--save_root", str(root), "--data_root",
+                    str(GOLDEN_ILSVRC), "--layout", layout, "--batch_size", "4"] + MODEL_ARGS
+            assert run_script(argv) == 0
+            cache[method, layout] = root / f"ILSVRC_{method}.hdf5"
+        return cache[method, layout]
+    return get
+
+
+def read_rows(path):
+    with open_store(str(path)) as store:
+        store.check_complete()
+        batch = next(store.batches(16, MEAN, STD))
+    return batch
+
+
+# ------------------------------------------------------------------- against the released files
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", METHODS)
+def test_heatmaps_images_and_labels_equal_the_released_files(saved, method, layout):
+    ours, released = read_rows(saved(method, layout)), read_rows(released_h5(method))
+    assert ours.names == released.names
+    assert torch.equal(ours.labels, released.labels)
+    # the model input, bit for bit (uint8 in our layout, float32 in the released one)
+    assert torch.equal(ours.images, released.images)
+    rows = [i for i in range(6) if method != "lrp" or i not in LRP_UNSTABLE]
+    tolerance = LRP_TOLERANCE if method == "lrp" else TOLERANCE
+    errors = (ours.heatmaps - released.heatmaps).abs().amax(dim=(1, 2))[rows]
+    assert float(errors.max()) <= tolerance, errors.tolist()
+
+
+@pytest.mark.parametrize("method", ("agcam", "rollout"))
+def test_released_layout_matches_the_released_file_dataset_for_dataset(saved, method):
+    ours, theirs = read_all(saved(method, "released")), read_all(released_h5(method))
+    assert set(ours) - {"@attrs"} == set(theirs) - {"@attrs"}
+    for key, value in theirs.items():
+        if key == "@attrs":
+            continue
+        assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, key
+        if not key.startswith("cam/"):
+            assert np.array_equal(ours[key], value), key
+
+
+def test_compact_file_is_at_most_a_quarter_of_the_released_bytes(saved):
+    path = saved("agcam")
+    ours = os.path.getsize(path) / 6
+    released = os.path.getsize(released_h5("agcam")) / 6
+    assert os.path.getsize(released_h5("agcam")) == RELEASED_BYTES
+    print(f"bytes per image: ours {ours:,.0f}, released {released:,.0f} "
+          f"({100 * ours / released:.1f}%)")
+    assert ours <= 0.25 * released
+
+
+def test_compact_file_describes_itself(saved):
+    with h5py.File(saved("agcam"), "r") as f:
+        attrs = dict(f.attrs)
+        assert attrs["format"] == FORMAT and attrs["method"] == "agcam"
+        assert attrs["model"] == GOLDEN_MODEL_NAME and attrs["complete"] == 1
+        assert len(attrs["checkpoint_sha256"]) == 64
+        assert list(attrs["input_size"]) == [224, 224] and list(attrs["grid"]) == [14, 14]
+        assert list(attrs["mean"]) == list(attrs["std"]) == [0.5, 0.5, 0.5]
+        assert attrs["timm_version"] and attrs["torch_version"]
+        assert f["images"].dtype == np.uint8 and f["images"].chunks == (1, 3, 224, 224)
+        assert f["maps"].shape == (6, 14, 14) and f["maps"].dtype == np.float32
+        assert f["done"][()].all() and f["valid"][()].all()
+
+
+# ------------------------------------------------------------------------- ABPC on our files
+
+def _released_removal_differs(ours, released, image, step, most_relevant):
+    k = pixel_counts(224 * 224)[step]
+    a = removal_mask(ours.heatmaps[image].reshape(1, -1), k, most_relevant)
+    b = removal_mask(released.heatmaps[image].reshape(1, -1), k, most_relevant)
+    return not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_abpc_on_our_file_differs_only_where_the_heatmap_ranks_other_pixels(
+        saved, golden_model, golden_reference, golden_json, method):
+    """Every curve value whose removed pixels are the released ones is the released value.
+
+    The others are the heatmap's last float32 bits (the explainer's, ~1e-6 from the released
+    maps), which move pixels across a step's boundary: see docs/abpc.md.
+    """
+    path = saved(method)
+    with open_store(str(path)) as store:
+        curves = abpc_curves(golden_model, store.batches(6, MEAN, STD), batch_size=64)
+    ours, released = read_rows(path), read_rows(released_h5(method))
+    rows = [i for i in range(6) if method != "lrp" or i not in LRP_UNSTABLE]
+    for curve, most, key in ((curves.lerf, False, "lerf"), (curves.morf, True, "morf")):
+        expected = golden_reference[f"abpc_{method}_{key}"].T
+        for image in rows:
+            for step in range(11):
+                if abs(curve[image, step] - expected[image, step]) > TOLERANCE:
+                    assert _released_removal_differs(ours, released, image, step, most), \
+                        (key, image, step)
+    if method != "lrp":
+        summary = summarize(curves, method)
+        for key in ("abpc", "auc_lerf", "auc_morf"):
+            assert abs(summary[key] - golden_json["abpc"][method][key]) <= 5e-4
+
+
+@pytest.mark.xfail(reason="the explainers' maps differ from the released ones in the last "
+                          "float32 bits (~1e-6), which moves a few pixels across a step's "
+                          "boundary in 4 of 132 AGCAM curve values; see docs/abpc.md",
+                   strict=False)
+def test_abpc_on_our_agcam_file_gives_every_released_curve_value(saved, golden_model,
+                                                                golden_reference):
+    with open_store(str(saved("agcam"))) as store:
+        curves = abpc_curves(golden_model, store.batches(6, MEAN, STD), batch_size=64)
+    np.testing.assert_allclose(curves.lerf, golden_reference["abpc_agcam_lerf"].T, atol=TOLERANCE)
+    np.testing.assert_allclose(curves.morf, golden_reference["abpc_agcam_morf"].T, atol=TOLERANCE)
+
+
+# ----------------------------------------------------------------- interruption and resumption
+
+def _save_command(root, layout):
+    return [sys.executable, "save_h5.py", "--method", "agcam", "--save_root", str(root),
+            "--data_root", str(GOLDEN_ILSVRC), "--layout", layout, "--batch_size", "2"] \
+        + MODEL_ARGS
+
+
+def _kill_after_first_unit(root, layout):
+    """Start save_h5.py, SIGKILL it while it sleeps after its first committed unit."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **{PAUSE_ENV: "60"})
+    process = subprocess.Popen(_save_command(root, layout), cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("committed"):
+                break
+        else:
+            pytest.fail("save_h5.py ended before committing a unit:\n" + "".join(seen))
+        assert line.startswith("committed 2 of 6")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path, capsys, layout):
+    _kill_after_first_unit(tmp_path / "killed", layout)
+    name = "ILSVRC_agcam.hdf5"
+    if layout == "compact":
+        path = tmp_path / "killed" / name
+        with open_store(str(path)) as store:
+            assert not store.complete and store.missing == 4
+    else:   # written under another name until complete
+        assert not (tmp_path / "killed" / name).exists()
+        assert (tmp_path / "killed" / (name + ".partial")).exists()
+    argv = _save_command(tmp_path / "killed", layout)[2:]
+    assert run_script(argv) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert run_script(_save_command(tmp_path / "whole", layout)[2:]) == 0
+    assert_same_content(tmp_path / "killed" / name, tmp_path / "whole" / name)
+    if layout == "compact":  # no structural write after creation: the very same bytes
+        assert (tmp_path / "killed" / name).read_bytes() == \
+            (tmp_path / "whole" / name).read_bytes()
+    # once complete, a rerun has nothing to do
+    assert run_script(argv) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_torchrun_two_processes_write_the_single_process_file(tmp_path, saved):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "save_h5.py", "--method", "agcam", "--save_root", str(tmp_path),
+               "--data_root", str(GOLDEN_ILSVRC), "--batch_size", "4"] + MODEL_ARGS
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1          # rank 0 alone writes and reports
+    # same rows, same units; only the thread count differs (float bits of the maps)
+    assert_same_content(tmp_path / "ILSVRC_agcam.hdf5", saved("agcam"), maps_atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+def test_another_run_in_the_same_file_is_refused(saved, capsys):
+    root = saved("agcam").parent
+    argv = ["--method", "agcam", "--save_root", str(root), "--data_root", str(GOLDEN_ILSVRC),
+            "--limit", "3"] + MODEL_ARGS
+    assert run_script(argv) == 2
+    assert "written by another run" in capsys.readouterr().err
+    argv = ["--method", "agcam", "--save_root", str(root), "--data_root", str(GOLDEN_ILSVRC),
+            "--layout", "released"] + MODEL_ARGS
+    assert run_script(argv) == 2
+    assert "not in the released layout" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data_root", "{tmp}/nowhere"], "--data_root"),
+    (["--method", "gradcam"], "--method gradcam"),
+    (["--batch_size", "0"], "--batch_size 0"),
+    (["--save_root", "{tmp}/file"], "--save_root"),
+])
+def test_bad_input_exits_2_naming_the_flag(tmp_path, capsys, argv, message):
+    (tmp_path / "file").write_text("not a directory")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    base = ["--save_root", str(tmp_path / "out"), "--data_root", str(GOLDEN_ILSVRC)]
+    assert run_script(base + argv + MODEL_ARGS) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_missing_sample_set_is_explained(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(script, "SAMPLES_ROOT", str(tmp_path / "samples" / "ILSVRC"))
+    assert run_script(["--save_root", str(tmp_path)] + MODEL_ARGS) == 2
+    err = capsys.readouterr().err
+    assert "--data_root" in err and "samples" in err
