@@ -3,6 +3,7 @@ interruption with SIGKILL and resumption, torchrun, bad input; then ABPC on our 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import ABPC as abpc_script
 import save_h5 as script
 from agcam.abpc import abpc_curves, pixel_counts, removal_mask, summarize
 from agcam.cli import script_entry
@@ -296,3 +298,37 @@ def test_missing_sample_set_is_explained(monkeypatch, tmp_path, capsys):
     assert run_script(["--save_root", str(tmp_path)] + MODEL_ARGS) == 2
     err = capsys.readouterr().err
     assert "--data_root" in err and "samples" in err
+
+
+def test_unreadable_image_is_stored_invalid_and_left_out_of_abpc(tmp_path, capsys):
+    data = tmp_path / "ILSVRC"
+    shutil.copytree(GOLDEN_ILSVRC, data)
+    broken = next(data.rglob("ILSVRC2012_val_00000003.jpeg"))
+    broken.write_bytes(broken.read_bytes()[:200])      # truncated JPEG
+    argv = ["--method", "agcam", "--save_root", str(tmp_path / "out"), "--data_root",
+            str(data), "--batch_size", "4"] + MODEL_ARGS
+    assert run_script(argv) == 0
+    captured = capsys.readouterr()
+    assert "1 unreadable" in captured.out and "ILSVRC2012_val_00000003" in captured.err
+    with h5py.File(tmp_path / "out" / "ILSVRC_agcam.hdf5", "r") as f:
+        assert f["valid"][()].tolist() == [1, 1, 0, 1, 1, 1] and f["done"][()].all()
+    abpc = script_entry(abpc_script.get_args_parser, abpc_script.main)
+    assert abpc(["--method", "agcam", "--h5_root", str(tmp_path / "out")] + MODEL_ARGS[:6]
+                + ["--no_progress"]) == 0
+    captured = capsys.readouterr()
+    assert "number of images: 5" in captured.out
+    assert "1 images stored as unreadable were left out" in captured.err
+
+
+def test_abpc_under_torchrun_gives_the_released_numbers(golden_json):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "ABPC.py", "--method", "rollout", "--h5_file",
+               str(released_h5("rollout"))] + MODEL_ARGS[:6] + ["--no_progress"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = golden_json["abpc"]["rollout"]
+    assert done.stdout.count("number of images: 6") == 1           # rank 0 alone reports
+    assert f"ABPC: {expected['abpc']:.6f}" in done.stdout
+    assert f"AUC(LeRF): {expected['auc_lerf']:.6f}" in done.stdout
