@@ -1,0 +1,1 @@
+from baselines import lrp, rollout  # noqa: F401

@@ -1,0 +1,355 @@
+"""Transformer Attribution (Chefer, Gur & Wolf, CVPR 2021), as hila-chefer/Transformer-Explainability
+computes it (``method="transformer_attribution"``, ``start_layer=0``), on a plain timm ViT.
+
+One forward pass of our own through the model's modules (nothing is patched, hooked or copied)
+keeps what the relevance rules need; then, for the explained class c:
+
+* ``G_k = d y_c / d A_k``: the ordinary gradient of the class logit with respect to every block's
+  post-softmax attention (full gradient, no cut);
+* ``R_k``: the relevance of ``A_k`` from an LRP pass that starts at the one-hot vector of c (not
+  multiplied by the logit) and uses the rules below;
+* ``Abar_k = mean_h max(G_k * R_k, 0)``, ``C = (Abar_L + I) @ ... @ (Abar_1 + I)`` (forward order,
+  no normalisation); the map is ``C[cls, patches]``.
+
+Relevance rules (``safe(a, b) = a / (b + 1e-9)`` where ``b != 0``, 0 where ``b == 0``):
+
+* linear (head, qkv, proj, fc1, fc2), alpha = 1, beta = 0, bias ignored:
+  ``Z = X+ W+^T + X- W-^T``, ``S = safe(R, Z)``, ``R_in = X+ * (S W+) + X- * (S W-)``; the beta
+  half of the released rule is multiplied by 0 and is skipped (exact);
+* LayerNorm, GELU, softmax, dropout, drop-path, the attention's ``* scale`` and layer scale
+  (``ls1``, ``ls2``): relevance passes unchanged;
+* class-token pooling: ``R_in`` is ``X0 * safe(R, X0)`` at the class token, 0 elsewhere;
+* residual sum ``y = u + v``: ``R_u = u * safe(R, y)``, ``R_v = v * safe(R, y)``, then rescaled
+  so that, with ``a = sum R_u``, ``b = sum R_v``, ``R_u *= safe(safe(|a|, |a|+|b|) * sum R, a)``
+  (likewise v); sums run over one image;
+* residual branch point: ``R_x = x * (safe(R_skip, x) + safe(R_branch, x))``;
+* ``A @ V`` and ``Q @ K^T`` (unscaled): the z-rule on both operands, both halves halved; the
+  halved relevance of ``A`` is ``R_k``.
+
+Departures from the released code: it normalises the residual sums over the whole tensor and reads
+batch element 0, so it explains one image per call; here every sum is per image, so a batch gives
+the single-image results (up to float rounding, see below). The released model has one prefix token and no layer scale;
+here any number of prefix tokens is allowed (the map keeps the class-token row and drops every
+prefix column) and layer scale passes relevance unchanged. DeiT's distilled models average two
+heads, ``y = (head(x_cls) + head_dist(x_dist)) / 2``: that average is treated as a residual sum of
+``u = head(x_cls) / 2`` and ``v = head_dist(x_dist) / 2`` (the ``/ 2`` passes relevance unchanged),
+so the relevance enters the blocks at both the class and the distillation token.
+
+Numerics. The released LRP is numerically touchy: it divides by sums that can be near zero, so a
+change in the last bit of one intermediate (another CPU kernel, another batch size, float64) can
+move the map of an unlucky image by up to 20%. Everything is computed in the model's dtype
+(float32 for the reference numbers), with the released rules in the order written above, but the
+bits of the released run depend on the machine's kernels; see ``tests/test_baselines.py`` for what
+is reproduced here. Work skipped because it is provably zero: the beta = 0 half of the linear rule,
+every relevance rule below the first block's attention, and, in the top block, the rows of the
+token-wise rules (MLP, residuals, output projection) that receive no relevance (all but the pooled
+tokens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agcam.explainer import Explainer, class_scores, register
+
+
+class LRPError(RuntimeError):
+    """The model has a part that Transformer Attribution has no relevance rule for."""
+
+
+# -- relevance rules ------------------------------------------------------------------------------
+# Each rule gives the same floats as the released code (up to the sign of zeros) in fewer passes
+# over memory: the released multiplications by 0/1 masks become masked fills, products are formed
+# in place, and the released autograd calls become the matrix products they compute.
+def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The released ``safe_divide``: ``a / (b + 1e-9)`` where ``b != 0``, else 0.
+
+    (The released helper also replaces a zero denominator, ``b == -1e-9``, by ``1e-9``.)
+    """
+    den = b + 1e-9
+    zero_den = den == 0
+    if bool(zero_den.any()):             # rare: released den + (den == 0) * 1e-9
+        den.masked_fill_(zero_den, 1e-9)
+    return _zero_where(torch.div(a, den), b == 0)
+
+
+def _safe_divide_nonnegative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`safe_divide` for ``b >= 0`` (``b + 1e-9`` is then never 0); ``b`` is overwritten."""
+    zero = b == 0
+    return _zero_where(torch.div(a, b.add_(1e-9)), zero)
+
+
+def _zero_where(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # The released code multiplies by the 0/1 mask; a fill gives the same numbers (up to the
+    # sign of zeros) and is skipped when nothing is masked.
+    return out.masked_fill_(mask, 0.0) if bool(mask.any()) else out
+
+
+def split_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(W+, W-)`` of a linear layer's ``[out, in]`` weight (each layer's is made once per call)."""
+    return weight.clamp(min=0), weight.clamp(max=0)
+
+
+def linear_relevance(R: torch.Tensor, X: torch.Tensor,
+                     weights: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Alpha-beta rule, alpha = 1, beta = 0, bias ignored: ``R [..., out] -> R_in [..., in]``.
+
+    ``Z = X+ W+^T + X- W-^T``, ``S = safe(R, Z)``, ``R_in = X+ * (S W+) + X- * (S W-)``.
+    """
+    weight_pos, weight_neg = weights
+    X_pos, X_neg = X.clamp(min=0), X.clamp(max=0)
+    Z = F.linear(X_pos, weight_pos)
+    Z += F.linear(X_neg, weight_neg)
+    S = _safe_divide_nonnegative(R, Z)          # Z >= 0
+    # X+ and X- have disjoint supports, so one of the two terms is always exactly 0 and the
+    # fused multiply-add gives the released sum exactly.
+    return torch.matmul(S, weight_neg).mul_(X_neg).addcmul_(X_pos, torch.matmul(S, weight_pos))
+
+
+def residual_relevance(R: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                       y: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``y = u + v``: split ``R`` by the z-rule, then rescale per image (dim 0 is the batch).
+
+    ``R_u = u * safe(R, y)``, ``R_v = v * safe(R, y)``; with ``a = sum R_u``, ``b = sum R_v``
+    (over one image): ``R_u *= safe(safe(|a|, |a| + |b|) * sum R, a)``, likewise ``R_v``.
+    ``y`` may be passed when the forward already computed ``u + v``.
+    """
+    S = safe_divide(R, u + v if y is None else y)
+    Ru = u * S
+    Rv = v * S
+    dims = tuple(range(1, R.dim()))
+    a = Ru.sum(dim=dims, keepdim=True)
+    b = Rv.sum(dim=dims, keepdim=True)
+    total = R.sum(dim=dims, keepdim=True)
+    a_fact = safe_divide(a.abs(), a.abs() + b.abs()) * total
+    b_fact = safe_divide(b.abs(), a.abs() + b.abs()) * total
+    return Ru.mul_(safe_divide(a_fact, a)), Rv.mul_(safe_divide(b_fact, b))
+
+
+def branch_relevance(R_skip: torch.Tensor, R_branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` feeds the skip and the branch of a residual: ``x * (safe(R_skip, x) + safe(R_branch, x))``."""
+    den = x + 1e-9
+    den.masked_fill_(den == 0, 1e-9)
+    out = torch.div(R_skip, den).add_(torch.div(R_branch, den))
+    return out.masked_fill_(x == 0, 0.0).mul_(x)
+
+
+def matmul_relevance(R: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """z-rule for ``Z = a @ b`` (both operands), each half halved: ``(R_a / 2, R_b / 2)``."""
+    S = safe_divide(R, a @ b)
+    R_a = (S @ b.transpose(-2, -1)).mul_(a).div_(2)
+    R_b = (a.transpose(-2, -1) @ S).mul_(b).div_(2)
+    return R_a, R_b
+
+
+# -- the forward pass -----------------------------------------------------------------------------
+@dataclass
+class _BlockTape:
+    """What one block's forward keeps for the relevance pass (all detached)."""
+
+    x_in: torch.Tensor        # [B, N, D] block input (skip of the first residual)
+    h1: torch.Tensor          # [B, N, D] norm1 output = qkv input
+    q: torch.Tensor           # [B, H, N, d] (after q_norm)
+    k: torch.Tensor           # [B, H, N, d] (after k_norm)
+    v: torch.Tensor           # [B, H, N, d]
+    qk: torch.Tensor          # [B, H, N, N] unscaled q @ k^T
+    attn: torch.Tensor        # [B, H, N, N] post-softmax attention A
+    av: torch.Tensor          # [B, H, N, d] A @ V
+    proj_in: torch.Tensor     # [B, N, H*d]
+    attn_branch: torch.Tensor  # [B, N, D] what the first residual adds (after ls1, drop path)
+    x_mid: torch.Tensor       # [B, N, D] after the first residual
+    h2: torch.Tensor          # [B, N, D] norm2 output = fc1 input
+    fc2_in: torch.Tensor      # [B, N, hidden]
+    mlp_branch: torch.Tensor  # [B, N, D] what the second residual adds (after ls2, drop path)
+    x_out: torch.Tensor       # [B, N, D] block output = x_mid + mlp_branch
+
+
+def _check_supported(model: nn.Module) -> None:
+    for name in ("patch_embed", "_pos_embed", "blocks", "norm", "head"):
+        if not hasattr(model, name):
+            raise LRPError(f"{type(model).__name__} has no `{name}`; lrp needs a timm VisionTransformer")
+    if getattr(model, "head_dist", None) is None:
+        if getattr(model, "attn_pool", None) is not None or \
+                getattr(model, "global_pool", "token") != "token":
+            raise LRPError("lrp needs class-token pooling (global_pool='token', no attn_pool)")
+    for name in ("head", "head_dist"):
+        head = getattr(model, name, None)
+        if name == "head" or head is not None:
+            if not isinstance(head, nn.Linear):
+                raise LRPError(f"{name} is {type(head).__name__}; lrp needs an nn.Linear classifier")
+    for i, blk in enumerate(model.blocks):
+        missing = [n for n in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2") if not hasattr(blk, n)]
+        if missing:
+            raise LRPError(f"block {i} ({type(blk).__name__}) lacks {missing}; lrp needs timm's "
+                           "pre-norm Block")
+        attn, mlp = blk.attn, blk.mlp
+        if not all(hasattr(attn, n) for n in ("qkv", "proj", "num_heads", "head_dim", "scale")):
+            raise LRPError(f"block {i}: {type(attn).__name__} is not a timm Attention with fused qkv")
+        if getattr(attn, "gate", None) is not None:
+            raise LRPError(f"block {i}: gated attention has no relevance rule")
+        if not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("fc1", "fc2")) or \
+                not hasattr(mlp, "act"):
+            raise LRPError(f"block {i}: {type(mlp).__name__} is not timm's Mlp (fc1, act, fc2)")
+
+
+def _block_forward(blk: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, _BlockTape]:
+    """timm ``Block.forward`` with unfused attention, keeping the tape (graph kept for G_k)."""
+    attn = blk.attn
+    B, N, _ = x.shape
+    H, d = attn.num_heads, attn.head_dim
+    h1 = blk.norm1(x)
+    # One contiguous copy of q, k, v: every later product (forward, backward, relevance) reads
+    # them without copying again.
+    qkv = attn.qkv(h1).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).contiguous()
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    qk = q @ k.transpose(-2, -1)          # the released order: (q @ k^T) * scale
+    A = attn.attn_drop((qk * attn.scale).softmax(dim=-1))
+    av = A @ v
+    proj_in = attn.norm(av.transpose(1, 2).reshape(B, N, H * d))
+    attn_branch = blk.drop_path1(blk.ls1(attn.proj_drop(attn.proj(proj_in))))
+    x_mid = x + attn_branch
+    mlp = blk.mlp
+    h2 = blk.norm2(x_mid)
+    fc2_in = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(h2))))
+    mlp_branch = blk.drop_path2(blk.ls2(mlp.drop2(mlp.fc2(fc2_in))))
+    out = x_mid + mlp_branch
+    tape = _BlockTape(x_in=x, h1=h1, q=q, k=k, v=v, qk=qk, attn=A, av=av, proj_in=proj_in,
+                      attn_branch=attn_branch, x_mid=x_mid, h2=h2, fc2_in=fc2_in,
+                      mlp_branch=mlp_branch, x_out=out)
+    return out, tape
+
+
+def _head_forward(model: nn.Module, tokens: torch.Tensor
+                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Logits and the classifier inputs (one per head) from the final-norm tokens."""
+    if getattr(model, "head_dist", None) is not None:
+        # timm's VisionTransformerDistilled.forward_head in eval: the average of both heads.
+        x_cls, x_dist = model.head_drop(tokens[:, 0]), model.head_drop(tokens[:, 1])
+        return (model.head(x_cls) + model.head_dist(x_dist)) / 2, [x_cls, x_dist]
+    pooled = model.head_drop(model.fc_norm(tokens[:, 0]))
+    return model.head(pooled), [pooled]
+
+
+@register("lrp")
+class TransformerAttribution(Explainer):
+    """Transformer Attribution (Chefer et al. 2021), ``start_layer=0``; see the module docstring.
+
+    Args:
+        model: a timm ``VisionTransformer`` (pre-norm blocks, fused-qkv attention, class-token
+            pooling or DeiT's distilled heads; any number of prefix tokens; layer scale allowed).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model)
+        _check_supported(model)
+
+    # The steps, separately callable (tests compare the tape's logits with ``model(x)``).
+    def forward_tape(self, images: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor, List[_BlockTape], List[torch.Tensor]]:
+        """Forward pass with autograd on: ``(logits, final tokens, tapes, classifier inputs)``."""
+        model = self.model
+        with torch.no_grad():  # nothing below the first attention needs a gradient
+            x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+        tapes = []
+        with torch.enable_grad():
+            for blk in model.blocks:
+                x, tape = _block_forward(blk, x)
+                tapes.append(tape)
+            tokens = model.norm(x)
+            logits, head_inputs = _head_forward(model, tokens)
+        return logits, tokens, tapes, head_inputs
+
+    def relevance(self, classes: torch.Tensor, tokens: torch.Tensor, tapes: List[_BlockTape],
+                  head_inputs: List[torch.Tensor], logits: torch.Tensor) -> List[torch.Tensor]:
+        """``R_k`` ``[B, H, N, N]`` of every block (index 0 = first block), from one-hot(c)."""
+        model = self.model
+        one_hot = torch.zeros_like(logits).scatter_(1, classes[:, None], 1.0)
+        heads = [model.head] if len(head_inputs) == 1 else [model.head, model.head_dist]
+        if len(heads) == 1:
+            head_relevance = [one_hot]
+        else:  # distilled: (head + head_dist) / 2 as a sum of two halves
+            halves = [h(x) / 2 for h, x in zip(heads, head_inputs)]
+            head_relevance = list(residual_relevance(one_hot, *halves))
+        R = torch.zeros_like(tokens)
+        for index, (head, X, R_out) in enumerate(zip(heads, head_inputs, head_relevance)):
+            R_pooled = linear_relevance(R_out, X, split_weight(head.weight))
+            # fc_norm and head_drop pass relevance; pooling puts X0 * safe(R, X0) on its token.
+            X0 = tokens[:, index]
+            R[:, index] = X0 * safe_divide(R_pooled, X0)
+        # The final norm passes relevance unchanged. Only the pooled tokens (the leading
+        # `active` rows) carry relevance into the top block, and every rule of that block up to
+        # the attention is row-wise: it runs on those rows only (the others are exactly 0).
+        active = len(heads)
+        R = R[:, :active]
+        relevances: List[Optional[torch.Tensor]] = [None] * len(tapes)
+        for depth in range(len(tapes) - 1, -1, -1):
+            blk, t = model.blocks[depth], tapes[depth]
+            B, N, _ = t.x_in.shape
+            H, d = blk.attn.num_heads, blk.attn.head_dim
+            r = slice(0, active) if active else slice(None)
+            # second residual and the MLP (act, dropout, ls2, norms pass unchanged)
+            R_skip, R_branch = residual_relevance(R, t.x_mid[:, r], t.mlp_branch[:, r],
+                                                  t.x_out[:, r])
+            R_branch = linear_relevance(R_branch, t.fc2_in[:, r],
+                                        split_weight(blk.mlp.fc2.weight))
+            R_branch = linear_relevance(R_branch, t.h2[:, r], split_weight(blk.mlp.fc1.weight))
+            R = branch_relevance(R_skip, R_branch, t.x_mid[:, r])
+            # first residual and the attention output projection
+            R_skip, R_branch = residual_relevance(R, t.x_in[:, r], t.attn_branch[:, r],
+                                                  t.x_mid[:, r])
+            R_branch = linear_relevance(R_branch, t.proj_in[:, r],
+                                        split_weight(blk.attn.proj.weight))
+            M = R_branch.shape[1]
+            R_branch = R_branch.reshape(B, M, H, d).transpose(1, 2)    # b n (h d) -> b h n d
+            # A @ V: z-rule on both operands, both halved
+            A = t.attn[:, :, r]
+            S = safe_divide(R_branch, t.av[:, :, r])
+            R_A = (S @ t.v.transpose(-2, -1)).mul_(A).div_(2)          # [B, H, M, N]
+            if active:
+                relevances[depth] = t.attn.new_zeros(t.attn.shape)
+                relevances[depth][:, :, r] = R_A
+            else:
+                relevances[depth] = R_A
+            if depth == 0:
+                break  # nothing below the first attention is needed
+            # [R_Q, R_K, R_V] are written straight into the qkv layout: b n (qkv h d)
+            R_qkv = (t.h1.new_zeros if active else t.h1.new_empty)(B, N, 3, H, d)
+            R_q, R_k, R_v = R_qkv.permute(2, 0, 3, 1, 4).unbind(0)      # [B, H, N, d] views
+            torch.mul(A.transpose(-2, -1) @ S, t.v, out=R_v).div_(2)
+            # softmax and * scale pass R_A to the unscaled q @ k^T (kept from the forward)
+            S = safe_divide(R_A, t.qk[:, :, r])
+            torch.mul(S @ t.k, t.q[:, :, r], out=R_q[:, :, r]).div_(2)
+            torch.mul(S.transpose(-2, -1) @ t.q[:, :, r], t.k, out=R_k).div_(2)
+            R_branch = linear_relevance(R_qkv.reshape(B, N, 3 * H * d), t.h1,
+                                        split_weight(blk.attn.qkv.weight))
+            if active:
+                R_skip = torch.zeros_like(t.x_in).index_copy_(
+                    1, torch.arange(active, device=R_skip.device), R_skip)
+            R = branch_relevance(R_skip, R_branch, t.x_in)
+            active = 0
+        return relevances  # type: ignore[return-value]
+
+    def _explain(self, images: torch.Tensor, targets: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits, tokens, tapes, head_inputs = self.forward_tape(images)
+        predictions, classes, score = class_scores(logits, targets)
+        grads = torch.autograd.grad(score, [t.attn for t in tapes])     # G_k, [B, H, N, N] each
+        with torch.no_grad():
+            tapes = [_BlockTape(**{k: v.detach() for k, v in vars(t).items()}) for t in tapes]
+            relevances = self.relevance(classes, tokens.detach(), tapes,
+                                        [x.detach() for x in head_inputs], logits.detach())
+            del tapes
+            N = tokens.shape[1]
+            eye = torch.eye(N, dtype=tokens.dtype, device=tokens.device)
+            joint = None
+            for G, R_k in zip(grads, relevances):
+                layer = G.mul_(R_k).clamp_(min=0).mean(dim=1) + eye     # Abar_k + I
+                # C = (Abar_L + I) @ ... @ (Abar_1 + I), built in the released order
+                joint = layer if joint is None else torch.bmm(layer, joint)
+        return predictions.detach(), joint[:, 0, self.patch_columns()]
