@@ -1,4 +1,4 @@
-"""Transformer Attribution (Chefer, Gur & Wolf, CVPR 2021), as hila-chefer/Transformer-Explainability
+"""Transformer Attribution (Chefer, Gur & Wolf, CVPR 2021) as hila-chefer/Transformer-Explainability
 computes it (``method="transformer_attribution"``, ``start_layer=0``), on a plain timm ViT.
 
 One forward pass of our own through the model's modules (nothing is patched, hooked or copied)
@@ -26,24 +26,28 @@ Relevance rules (``safe(a, b) = a / (b + 1e-9)`` where ``b != 0``, 0 where ``b =
 * ``A @ V`` and ``Q @ K^T`` (unscaled): the z-rule on both operands, both halves halved; the
   halved relevance of ``A`` is ``R_k``.
 
-Departures from the released code: it normalises the residual sums over the whole tensor and reads
-batch element 0, so it explains one image per call; here every sum is per image, so a batch gives
-the single-image results (up to float rounding, see below). The released model has one prefix token and no layer scale;
-here any number of prefix tokens is allowed (the map keeps the class-token row and drops every
-prefix column) and layer scale passes relevance unchanged. DeiT's distilled models average two
-heads, ``y = (head(x_cls) + head_dist(x_dist)) / 2``: that average is treated as a residual sum of
-``u = head(x_cls) / 2`` and ``v = head_dist(x_dist) / 2`` (the ``/ 2`` passes relevance unchanged),
-so the relevance enters the blocks at both the class and the distillation token.
+Departures from the released code:
 
-Numerics. The released LRP is numerically touchy: it divides by sums that can be near zero, so a
-change in the last bit of one intermediate (another CPU kernel, another batch size, float64) can
-move the map of an unlucky image by up to 20%. Everything is computed in the model's dtype
-(float32 for the reference numbers), with the released rules in the order written above, but the
-bits of the released run depend on the machine's kernels; see ``tests/test_baselines.py`` for what
-is reproduced here. Work skipped because it is provably zero: the beta = 0 half of the linear rule,
-every relevance rule below the first block's attention, and, in the top block, the rows of the
-token-wise rules (MLP, residuals, output projection) that receive no relevance (all but the pooled
-tokens).
+* It normalises the residual sums over the whole tensor and reads batch element 0, so it explains
+  one image per call; here every sum is per image, so a batch gives the single-image results (up
+  to float rounding, see below).
+* Its model has one prefix token and no layer scale. Here any number of prefix tokens is allowed
+  (the map is the class-token row over the patch columns, every prefix column dropped) and layer
+  scale passes relevance unchanged.
+* DeiT's distilled models average two heads, ``y = (head(x_cls) + head_dist(x_dist)) / 2``. The
+  average is treated as a residual sum of ``u = head(x_cls) / 2`` and ``v = head_dist(x_dist) / 2``
+  (the ``/ 2`` passes relevance), so relevance enters the blocks at the class and the
+  distillation token.
+
+Work skipped because it is exactly zero or unused: the beta = 0 half of the linear rule; every rule
+below the first block's attention; in the top block, every row after the keys and values except
+the pooled tokens' (only they reach the classifier, so the other rows of ``G_L`` and ``R_L`` are 0).
+
+Numerics. The released LRP divides by sums that can be near zero, so a change in the last bit of
+one intermediate (another CPU kernel, another batch size, float64) can move the map of an unlucky
+image by up to 20%. Everything is computed in the model's dtype (float32 for the reference
+numbers) with the released rules in the order written above, but the bits of a run depend on the
+machine's kernels; ``tests/test_baselines.py`` says what is reproduced here.
 """
 from __future__ import annotations
 
@@ -90,7 +94,7 @@ def _zero_where(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def split_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(W+, W-)`` of a linear layer's ``[out, in]`` weight (each layer's is made once per call)."""
+    """``(W+, W-)`` of a linear layer's ``[out, in]`` weight (made once per layer and call)."""
     return weight.clamp(min=0), weight.clamp(max=0)
 
 
@@ -105,8 +109,8 @@ def linear_relevance(R: torch.Tensor, X: torch.Tensor,
     Z = F.linear(X_pos, weight_pos)
     Z += F.linear(X_neg, weight_neg)
     S = _safe_divide_nonnegative(R, Z)          # Z >= 0
-    # X+ and X- have disjoint supports, so one of the two terms is always exactly 0 and the
-    # fused multiply-add gives the released sum exactly.
+    # X+ and X- have disjoint supports: one of the two terms is always exactly 0, so this
+    # equals the released X+ * (S W+) + X- * (S W-) to the bit.
     return torch.matmul(S, weight_neg).mul_(X_neg).addcmul_(X_pos, torch.matmul(S, weight_pos))
 
 
@@ -131,7 +135,8 @@ def residual_relevance(R: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
 
 
 def branch_relevance(R_skip: torch.Tensor, R_branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``x`` feeds the skip and the branch of a residual: ``x * (safe(R_skip, x) + safe(R_branch, x))``."""
+    """``x`` feeds the skip and the branch of a residual:
+    ``R_x = x * (safe(R_skip, x) + safe(R_branch, x))``."""
     den = x + 1e-9
     den.masked_fill_(den == 0, 1e-9)
     out = torch.div(R_skip, den).add_(torch.div(R_branch, den))
@@ -172,7 +177,8 @@ class _BlockTape:
 def _check_supported(model: nn.Module) -> None:
     for name in ("patch_embed", "_pos_embed", "blocks", "norm", "head"):
         if not hasattr(model, name):
-            raise LRPError(f"{type(model).__name__} has no `{name}`; lrp needs a timm VisionTransformer")
+            raise LRPError(f"{type(model).__name__} has no `{name}`; "
+                           "lrp needs a timm VisionTransformer")
     if getattr(model, "head_dist", None) is None:
         if getattr(model, "attn_pool", None) is not None or \
                 getattr(model, "global_pool", "token") != "token":
@@ -181,15 +187,18 @@ def _check_supported(model: nn.Module) -> None:
         head = getattr(model, name, None)
         if name == "head" or head is not None:
             if not isinstance(head, nn.Linear):
-                raise LRPError(f"{name} is {type(head).__name__}; lrp needs an nn.Linear classifier")
+                raise LRPError(f"{name} is {type(head).__name__}; "
+                               "lrp needs an nn.Linear classifier")
     for i, blk in enumerate(model.blocks):
-        missing = [n for n in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2") if not hasattr(blk, n)]
+        missing = [n for n in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2")
+                   if not hasattr(blk, n)]
         if missing:
             raise LRPError(f"block {i} ({type(blk).__name__}) lacks {missing}; lrp needs timm's "
                            "pre-norm Block")
         attn, mlp = blk.attn, blk.mlp
         if not all(hasattr(attn, n) for n in ("qkv", "proj", "num_heads", "head_dim", "scale")):
-            raise LRPError(f"block {i}: {type(attn).__name__} is not a timm Attention with fused qkv")
+            raise LRPError(f"block {i}: {type(attn).__name__} is not a timm Attention "
+                           "with a fused qkv")
         if getattr(attn, "gate", None) is not None:
             raise LRPError(f"block {i}: gated attention has no relevance rule")
         if not all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("fc1", "fc2")) or \
@@ -197,23 +206,30 @@ def _check_supported(model: nn.Module) -> None:
             raise LRPError(f"block {i}: {type(mlp).__name__} is not timm's Mlp (fc1, act, fc2)")
 
 
-def _block_forward(blk: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, _BlockTape]:
-    """timm ``Block.forward`` with unfused attention, keeping the tape (graph kept for G_k)."""
+def _block_forward(blk: nn.Module, x: torch.Tensor, rows: Optional[int] = None
+                   ) -> Tuple[torch.Tensor, _BlockTape]:
+    """timm ``Block.forward`` with unfused attention, keeping the tape (graph kept for G_k).
+
+    With ``rows``, only the first ``rows`` tokens are computed after the keys and values (the
+    top block: only the pooled tokens reach the classifier); every per-token quantity of the tape
+    except ``x_in``, ``h1``, ``k`` and ``v`` then has ``rows`` rows.
+    """
     attn = blk.attn
     B, N, _ = x.shape
     H, d = attn.num_heads, attn.head_dim
+    r = slice(None) if rows is None else slice(0, rows)
     h1 = blk.norm1(x)
     # One contiguous copy of q, k, v: every later product (forward, backward, relevance) reads
     # them without copying again.
     qkv = attn.qkv(h1).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).contiguous()
     q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = attn.q_norm(q[:, :, r]), attn.k_norm(k)
     qk = q @ k.transpose(-2, -1)          # the released order: (q @ k^T) * scale
     A = attn.attn_drop((qk * attn.scale).softmax(dim=-1))
     av = A @ v
-    proj_in = attn.norm(av.transpose(1, 2).reshape(B, N, H * d))
+    proj_in = attn.norm(av.transpose(1, 2).reshape(B, q.shape[2], H * d))
     attn_branch = blk.drop_path1(blk.ls1(attn.proj_drop(attn.proj(proj_in))))
-    x_mid = x + attn_branch
+    x_mid = x[:, r] + attn_branch
     mlp = blk.mlp
     h2 = blk.norm2(x_mid)
     fc2_in = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(h2))))
@@ -252,14 +268,19 @@ class TransformerAttribution(Explainer):
     # The steps, separately callable (tests compare the tape's logits with ``model(x)``).
     def forward_tape(self, images: torch.Tensor
                      ) -> Tuple[torch.Tensor, torch.Tensor, List[_BlockTape], List[torch.Tensor]]:
-        """Forward pass with autograd on: ``(logits, final tokens, tapes, classifier inputs)``."""
+        """Forward pass with autograd on: ``(logits, final tokens, tapes, classifier inputs)``.
+
+        The final tokens are only the pooled ones (class token, and DeiT's distillation token).
+        """
         model = self.model
         with torch.no_grad():  # nothing below the first attention needs a gradient
             x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
         tapes = []
+        pooled = 2 if getattr(model, "head_dist", None) is not None else 1
         with torch.enable_grad():
-            for blk in model.blocks:
-                x, tape = _block_forward(blk, x)
+            for depth, blk in enumerate(model.blocks):
+                top = depth == len(model.blocks) - 1
+                x, tape = _block_forward(blk, x, rows=pooled if top else None)
                 tapes.append(tape)
             tokens = model.norm(x)
             logits, head_inputs = _head_forward(model, tokens)
@@ -267,7 +288,8 @@ class TransformerAttribution(Explainer):
 
     def relevance(self, classes: torch.Tensor, tokens: torch.Tensor, tapes: List[_BlockTape],
                   head_inputs: List[torch.Tensor], logits: torch.Tensor) -> List[torch.Tensor]:
-        """``R_k`` ``[B, H, N, N]`` of every block (index 0 = first block), from one-hot(c)."""
+        """``R_k`` of every block (index 0 = first block), from one-hot(c): ``[B, H, N, N]``, the
+        top block's ``[B, H, m, N]`` (the rows of its m pooled tokens; the other rows are 0)."""
         model = self.model
         one_hot = torch.zeros_like(logits).scatter_(1, classes[:, None], 1.0)
         heads = [model.head] if len(head_inputs) == 1 else [model.head, model.head_dist]
@@ -282,57 +304,43 @@ class TransformerAttribution(Explainer):
             # fc_norm and head_drop pass relevance; pooling puts X0 * safe(R, X0) on its token.
             X0 = tokens[:, index]
             R[:, index] = X0 * safe_divide(R_pooled, X0)
-        # The final norm passes relevance unchanged. Only the pooled tokens (the leading
-        # `active` rows) carry relevance into the top block, and every rule of that block up to
-        # the attention is row-wise: it runs on those rows only (the others are exactly 0).
-        active = len(heads)
-        R = R[:, :active]
+        # The final norm passes relevance unchanged. Only the pooled tokens carry relevance into
+        # the top block, whose tape has only their rows after the keys and values (its other rows
+        # would receive exactly 0 from every token-wise rule up to the attention).
         relevances: List[Optional[torch.Tensor]] = [None] * len(tapes)
         for depth in range(len(tapes) - 1, -1, -1):
             blk, t = model.blocks[depth], tapes[depth]
             B, N, _ = t.x_in.shape
+            M = t.x_mid.shape[1]                  # rows with relevance: N, or the pooled tokens
             H, d = blk.attn.num_heads, blk.attn.head_dim
-            r = slice(0, active) if active else slice(None)
             # second residual and the MLP (act, dropout, ls2, norms pass unchanged)
-            R_skip, R_branch = residual_relevance(R, t.x_mid[:, r], t.mlp_branch[:, r],
-                                                  t.x_out[:, r])
-            R_branch = linear_relevance(R_branch, t.fc2_in[:, r],
-                                        split_weight(blk.mlp.fc2.weight))
-            R_branch = linear_relevance(R_branch, t.h2[:, r], split_weight(blk.mlp.fc1.weight))
-            R = branch_relevance(R_skip, R_branch, t.x_mid[:, r])
+            R_skip, R_branch = residual_relevance(R, t.x_mid, t.mlp_branch, t.x_out)
+            R_branch = linear_relevance(R_branch, t.fc2_in, split_weight(blk.mlp.fc2.weight))
+            R_branch = linear_relevance(R_branch, t.h2, split_weight(blk.mlp.fc1.weight))
+            R = branch_relevance(R_skip, R_branch, t.x_mid)
             # first residual and the attention output projection
-            R_skip, R_branch = residual_relevance(R, t.x_in[:, r], t.attn_branch[:, r],
-                                                  t.x_mid[:, r])
-            R_branch = linear_relevance(R_branch, t.proj_in[:, r],
-                                        split_weight(blk.attn.proj.weight))
-            M = R_branch.shape[1]
+            R_skip, R_branch = residual_relevance(R, t.x_in[:, :M], t.attn_branch, t.x_mid)
+            R_branch = linear_relevance(R_branch, t.proj_in, split_weight(blk.attn.proj.weight))
             R_branch = R_branch.reshape(B, M, H, d).transpose(1, 2)    # b n (h d) -> b h n d
             # A @ V: z-rule on both operands, both halved
-            A = t.attn[:, :, r]
-            S = safe_divide(R_branch, t.av[:, :, r])
-            R_A = (S @ t.v.transpose(-2, -1)).mul_(A).div_(2)          # [B, H, M, N]
-            if active:
-                relevances[depth] = t.attn.new_zeros(t.attn.shape)
-                relevances[depth][:, :, r] = R_A
-            else:
-                relevances[depth] = R_A
+            S = safe_divide(R_branch, t.av)
+            R_A = (S @ t.v.transpose(-2, -1)).mul_(t.attn).div_(2)     # [B, H, M, N]
+            relevances[depth] = R_A
             if depth == 0:
                 break  # nothing below the first attention is needed
             # [R_Q, R_K, R_V] are written straight into the qkv layout: b n (qkv h d)
-            R_qkv = (t.h1.new_zeros if active else t.h1.new_empty)(B, N, 3, H, d)
+            R_qkv = (t.h1.new_zeros if M < N else t.h1.new_empty)(B, N, 3, H, d)
             R_q, R_k, R_v = R_qkv.permute(2, 0, 3, 1, 4).unbind(0)      # [B, H, N, d] views
-            torch.mul(A.transpose(-2, -1) @ S, t.v, out=R_v).div_(2)
+            torch.mul(t.attn.transpose(-2, -1) @ S, t.v, out=R_v).div_(2)
             # softmax and * scale pass R_A to the unscaled q @ k^T (kept from the forward)
-            S = safe_divide(R_A, t.qk[:, :, r])
-            torch.mul(S @ t.k, t.q[:, :, r], out=R_q[:, :, r]).div_(2)
-            torch.mul(S.transpose(-2, -1) @ t.q[:, :, r], t.k, out=R_k).div_(2)
+            S = safe_divide(R_A, t.qk)
+            torch.mul(S @ t.k, t.q, out=R_q[:, :, :M]).div_(2)
+            torch.mul(S.transpose(-2, -1) @ t.q, t.k, out=R_k).div_(2)
             R_branch = linear_relevance(R_qkv.reshape(B, N, 3 * H * d), t.h1,
                                         split_weight(blk.attn.qkv.weight))
-            if active:
-                R_skip = torch.zeros_like(t.x_in).index_copy_(
-                    1, torch.arange(active, device=R_skip.device), R_skip)
+            if M < N:
+                R_skip = torch.cat([R_skip, R_skip.new_zeros(B, N - M, R_skip.shape[2])], dim=1)
             R = branch_relevance(R_skip, R_branch, t.x_in)
-            active = 0
         return relevances  # type: ignore[return-value]
 
     def _explain(self, images: torch.Tensor, targets: Optional[torch.Tensor]
@@ -345,11 +353,13 @@ class TransformerAttribution(Explainer):
             relevances = self.relevance(classes, tokens.detach(), tapes,
                                         [x.detach() for x in head_inputs], logits.detach())
             del tapes
-            N = tokens.shape[1]
+            N = grads[0].shape[-1]
             eye = torch.eye(N, dtype=tokens.dtype, device=tokens.device)
             joint = None
             for G, R_k in zip(grads, relevances):
-                layer = G.mul_(R_k).clamp_(min=0).mean(dim=1) + eye     # Abar_k + I
+                abar = G.mul_(R_k).clamp_(min=0).mean(dim=1)            # [B, M, N]
+                layer = eye.repeat(abar.shape[0], 1, 1)                 # Abar_k + I
+                layer[:, :abar.shape[1]] += abar
                 # C = (Abar_L + I) @ ... @ (Abar_1 + I), built in the released order
                 joint = layer if joint is None else torch.bmm(layer, joint)
         return predictions.detach(), joint[:, 0, self.patch_columns()]

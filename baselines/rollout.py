@@ -10,14 +10,20 @@ With ``A_k`` the post-softmax attention of block k = 1..L, ``[B, H, N, N]`` (pre
 4. ``R = P_L @ ... @ P_2 @ P_1``  (forward order)
 5. map = ``R[cls, patches]`` on the patch grid
 
-Departures from the released code, both options: ``normalization="row"`` divides each row by its
-own sum (``keepdim=True``), which is what the paper describes; with ``discard_ratio=0`` every row of
-``P_k`` already sums to 1 and the two agree. The released code explains batch element 0 only;
-here every image of a batch gets exactly its single-image result.
+The attention is recorded by :class:`models.attention.AttentionRecorder` (unfused, no gradients)
+during the one forward pass that also gives the predictions. Rollout is class-agnostic: a target
+is accepted and ignored.
+
+Departures from the released code: ``normalization="row"`` (an option) divides each row by its own
+sum (``keepdim=True``), as the paper describes; with ``discard_ratio=0`` every row of ``P_k``
+already sums to 1 and the two agree, with ``discard_ratio > 0`` they differ. The released code
+discards and explains batch element 0 only; here every image of a batch gets its single-image
+result. The map drops every prefix column (DeiT's distillation token, register tokens), not just
+the first.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -57,16 +63,20 @@ def discard_lowest(fused: torch.Tensor, discard_ratio: float) -> torch.Tensor:
     return flat.masked_fill_(drop, 0).view_as(fused)
 
 
-def rollout_matrices(attentions: torch.Tensor, head_fusion: str = "mean",
-                     discard_ratio: float = 0.0, normalization: str = "released") -> torch.Tensor:
-    """``[B, L, H, N, N]`` attentions -> ``[B, N, N]`` rollout ``R = P_L @ ... @ P_1`` (steps 1-4)."""
+def rollout_matrices(attentions: Union[torch.Tensor, Sequence[torch.Tensor]],
+                     head_fusion: str = "mean", discard_ratio: float = 0.0,
+                     normalization: str = "released") -> torch.Tensor:
+    """Attentions ``[B, L, H, N, N]`` (or L tensors ``[B, H, N, N]``, first block first) -> the
+    ``[B, N, N]`` rollout ``R = P_L @ ... @ P_1`` (steps 1-4)."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    B, L, _, N, _ = attentions.shape
-    eye = torch.eye(N, dtype=attentions.dtype, device=attentions.device)
+    if isinstance(attentions, torch.Tensor):
+        attentions = attentions.unbind(1)
+    B, _, N, _ = attentions[0].shape
+    eye = torch.eye(N, dtype=attentions[0].dtype, device=attentions[0].device)
     result = eye.expand(B, N, N)
-    for k in range(L):
-        fused = discard_lowest(fuse_heads(attentions[:, k], head_fusion), discard_ratio)
+    for attention in attentions:
+        fused = discard_lowest(fuse_heads(attention, head_fusion), discard_ratio)
         a = (fused + 1.0 * eye) / 2
         if normalization == "released":
             a = a / a.sum(dim=-1)[:, None, :]   # column j / sum of row j (released quirk)
@@ -110,7 +120,7 @@ class Rollout(Explainer):
         with torch.no_grad(), AttentionRecorder(self.model, keep_scores=False,
                                                 grad=False) as recorder:
             logits = self.model(images)
-            attentions = recorder.stacked("probs")          # [B, L, H, N, N]
+            attentions = [record.probs for record in recorder.checked_records()]  # [B, H, N, N]
             result = rollout_matrices(attentions, self.head_fusion, self.discard_ratio,
                                       self.normalization)
         return logits.argmax(dim=1), result[:, 0, self.patch_columns()]
