@@ -14,19 +14,18 @@ import math
 import os
 import sys
 
-from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
+from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
+                       model_from_args, print_args, resolve_device, samples_from_args,
                        script_entry, seed_everything)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
-METHODS = ("agcam", "lrp", "rollout")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "localization", description="Weakly-supervised localization on ILSVRC 2012 val: "
         "pixel accuracy, IoU, Dice, precision and recall of the box drawn from each heatmap.")
-    parser.add_argument("--method", default="agcam",
-                        help=f"explanation method: {', '.join(METHODS)} (default: agcam)")
+    add_method_arg(parser)
     parser.add_argument("--data_root", default=None,
                         help="ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val "
                              "(default: the small set in samples/ILSVRC)")
@@ -34,41 +33,22 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="threshold(s) on the [0, 1] heatmap, e.g. 0.5 or 0.3 0.5 0.7 "
                              "(default: 0.5)")
     add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="images per forward/backward pass (default: 16)")
-    parser.add_argument("--num_workers", type=int, default=2,
-                        help="loader processes decoding images; 0 decodes in the main process "
-                             "(default: 2)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images, by name")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_run_args(parser)
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="write localization_<method>.csv (per image) and "
                              "localization_<method>.json (means) into DIR")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Every flag checked before anything heavy starts (UsageError names the flag)."""
-    from agcam.explainer import available_methods
-    methods = available_methods()
-    if args.method not in methods:
-        known = ", ".join(sorted(set(methods) | set(METHODS)))
-        missing = "" if args.method not in METHODS else " (its implementation is not installed)"
-        raise UsageError(f"--method {args.method}: unknown method{missing}; choose from {known}")
+    check_run_args(args)
     for threshold in args.threshold:
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise UsageError(f"--threshold {threshold:g}: outside [0, 1]")
     if len(set(args.threshold)) != len(args.threshold):
         raise UsageError(f"--threshold {' '.join(f'{t:g}' for t in args.threshold)}: "
                          "a threshold is given twice")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    if args.num_workers < 0:
-        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit {args.limit}: must be at least 1")
     if args.output is not None:
         if os.path.exists(args.output) and not os.path.isdir(args.output):
             raise UsageError(f"--output {args.output}: exists and is not a directory")
@@ -78,17 +58,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--output {args.output}: cannot be created ({exc.strerror})")
 
 
-def load_samples(args: argparse.Namespace):
-    from agcam.data import find_samples
-    if args.data_root is None:
-        if not os.path.isdir(SAMPLES_ROOT):
-            raise UsageError(f"--data_root not given and the bundled sample set {SAMPLES_ROOT} "
-                             "is not there; pass --data_root DIR, the ILSVRC root holding "
-                             "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
-        args.data_root = SAMPLES_ROOT
-    return find_samples(args.data_root, limit=args.limit)
-
-
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.data import ValDataset, make_loader
@@ -96,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
 
     check_args(args)
-    samples = load_samples(args)
+    samples = samples_from_args(args, SAMPLES_ROOT)
     device = resolve_device(args.device)
     ctx = distributed.init_distributed(device)
     try:

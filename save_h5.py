@@ -14,11 +14,11 @@ import argparse
 import os
 import sys
 
-from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
+from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
+                       model_from_args, print_args, resolve_device, samples_from_args,
                        script_entry, seed_everything)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
-METHODS = ("agcam", "lrp", "rollout")
 LAYOUTS = ("compact", "released")
 
 
@@ -26,8 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "save_h5", description="Explain the label class of every ILSVRC val image and store "
         "images, labels and maps in <save_root>/ILSVRC_<method>.hdf5 for ABPC.py.")
-    parser.add_argument("--method", default="agcam",
-                        help=f"explanation method: {', '.join(METHODS)} (default: agcam)")
+    add_method_arg(parser)
     parser.add_argument("--save_root", default="./saveroot",
                         help="folder of the HDF5 file, created if missing (default: ./saveroot)")
     parser.add_argument("--data_root", default=None,
@@ -37,44 +36,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="compact: our resumable uint8 + raw-map layout (default); "
                              "released: the authors' float32 groups image/cam/label")
     add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="images per forward/backward pass (default: 16)")
-    parser.add_argument("--num_workers", type=int, default=2,
-                        help="loader processes decoding images; 0 decodes in the main process "
-                             "(default: 2)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images, by name")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_run_args(parser)
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
-    from agcam.explainer import available_methods
-    methods = available_methods()
-    if args.method not in methods:
-        known = ", ".join(sorted(set(methods) | set(METHODS)))
-        missing = "" if args.method not in METHODS else " (its implementation is not installed)"
-        raise UsageError(f"--method {args.method}: unknown method{missing}; choose from {known}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    if args.num_workers < 0:
-        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit {args.limit}: must be at least 1")
+    check_run_args(args)
     if os.path.exists(args.save_root) and not os.path.isdir(args.save_root):
         raise UsageError(f"--save_root {args.save_root}: exists and is not a directory")
-
-
-def load_samples(args: argparse.Namespace):
-    from agcam.data import find_samples
-    if args.data_root is None:
-        if not os.path.isdir(SAMPLES_ROOT):
-            raise UsageError(f"--data_root not given and the bundled sample set {SAMPLES_ROOT} "
-                             "is not there; pass --data_root DIR, the ILSVRC root holding "
-                             "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
-        args.data_root = SAMPLES_ROOT
-    return find_samples(args.data_root, limit=args.limit)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -85,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     from agcam.store import store_path
 
     check_args(args)
-    samples = load_samples(args)
+    samples = samples_from_args(args, SAMPLES_ROOT)
     device = resolve_device(args.device)
     ctx = distributed.init_distributed(device)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import random
 import sys
 from typing import Callable, Optional
@@ -102,3 +103,59 @@ def script_entry(get_args_parser: Callable[[], argparse.ArgumentParser],
         args = get_args_parser().parse_args(argv)
         return run_main(main, args)
     return entry
+
+
+# -- what the data scripts (localization.py, save_h5.py) share -----------------------------------
+#: the methods of the paper's scripts (registered in agcam.method and baselines/)
+PAPER_METHODS = ("agcam", "lrp", "rollout")
+
+
+def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
+    parser.add_argument("--method", default="agcam",
+                        help=f"explanation method{help_suffix}: {', '.join(PAPER_METHODS)} "
+                             "(default: agcam)")
+
+
+def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
+    """``--batch_size``, ``--num_workers``, ``--limit``, ``--seed``, ``--no_progress``."""
+    parser.add_argument("--batch_size", type=int, default=batch_size,
+                        help=f"images per forward/backward pass (default: {batch_size})")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="loader processes decoding images; 0 decodes in the main process "
+                             "(default: 2)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N images, by name")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def check_method(method: str) -> None:
+    from agcam.explainer import available_methods
+    methods = available_methods()
+    if method not in methods:
+        known = ", ".join(sorted(set(methods) | set(PAPER_METHODS)))
+        missing = "" if method not in PAPER_METHODS else " (its implementation is not installed)"
+        raise UsageError(f"--method {method}: unknown method{missing}; choose from {known}")
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """The flags of :func:`add_run_args` (and ``--method``), before anything heavy starts."""
+    check_method(args.method)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.num_workers < 0:
+        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be at least 1")
+
+
+def samples_from_args(args: argparse.Namespace, default_root: str):
+    """The samples under ``--data_root`` (default: the bundled set at ``default_root``)."""
+    from agcam.data import find_samples
+    if args.data_root is None:
+        if not os.path.isdir(default_root):
+            raise UsageError(f"--data_root not given and the bundled sample set {default_root} "
+                             "is not there; pass --data_root DIR, the ILSVRC root holding "
+                             "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
+        args.data_root = default_root
+    return find_samples(args.data_root, limit=args.limit)
