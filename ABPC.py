@@ -6,7 +6,7 @@ Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (or ``--h5_file``), in our layout or th
 removes 0%, 10%, ..., 100% of the pixels least / most relevant first, and prints the mean
 curves, AUC(LeRF), AUC(MoRF) and ABPC. ``--file True`` writes ``ILSVRC_<method>_ABPC.txt`` and
 ``.json`` beside the HDF5 file, ``--csv True`` the per-image ``.csv`` and a ``.png`` of the
-curves. See docs/abpc.md.
+curves. See README.md (Faithfulness: ABPC).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@
 For each image the model classifies correctly, the box drawn from the method's heatmap is compared
 with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
 recall. Several thresholds at once: ``--threshold 0.3 0.5 0.7`` (maps are computed once). Several
-processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See docs/localization.md.
+processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See README.md
+(Weakly-supervised localization).
 """
 from __future__ import annotations
 

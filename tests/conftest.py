@@ -20,6 +20,12 @@ GOLDEN_ILSVRC = GOLDEN / "ILSVRC"
 GOLDEN_MODEL_NAME = "vit_agcam_tiny_patch16_224"
 # LRP images whose released values are float-sensitive (see the golden README).
 LRP_UNSTABLE = (0, 3)
+# The released LRP amplifies last-bit float32 differences between CPUs' kernels (see
+# tests/test_baselines.py): on the four stable images our maps agree with the reference to
+# ~1e-3 relative at worst on this machine, not bit for bit. Values derived from them end to end
+# (heatmaps, box metrics) are compared with this tolerance; the box and metric code itself is
+# checked to the bit on the released maps.
+LRP_END_TO_END_TOLERANCE = 2e-3
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

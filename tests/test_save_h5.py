@@ -21,13 +21,13 @@ from agcam.explainer import available_methods
 from agcam.export import PAUSE_ENV
 from agcam.store import FORMAT, open_store
 from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
-                            LRP_UNSTABLE, ROOT)
+                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT)
 
 METHODS = ("agcam", "lrp", "rollout")
 LAYOUTS = ("compact", "released")
 TOLERANCE = 1e-5
-#: LRP heatmaps follow the baselines issue: 1e-4 (relative) on the four stable images
-LRP_TOLERANCE = 1e-4
+#: LRP heatmaps on the four stable images: see LRP_END_TO_END_TOLERANCE in conftest
+LRP_TOLERANCE = LRP_END_TO_END_TOLERANCE
 MEAN = STD = (0.5, 0.5, 0.5)
 RELEASED_BYTES = 4_826_928   # each released fixture file, 6 images
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
@@ -166,7 +166,7 @@ def test_abpc_on_our_file_differs_only_where_the_heatmap_ranks_other_pixels(
     """Every curve value whose removed pixels are the released ones is the released value.
 
     The others are the heatmap's last float32 bits (the explainer's, ~1e-6 from the released
-    maps), which move pixels across a step's boundary: see docs/abpc.md.
+    maps), which move pixels across a step's boundary: see README.md (Faithfulness: ABPC).
     """
     path = saved(method)
     with open_store(str(path)) as store:
@@ -188,7 +188,7 @@ def test_abpc_on_our_file_differs_only_where_the_heatmap_ranks_other_pixels(
 
 @pytest.mark.xfail(reason="the explainers' maps differ from the released ones in the last "
                           "float32 bits (~1e-6), which moves a few pixels across a step's "
-                          "boundary in 4 of 132 AGCAM curve values; see docs/abpc.md",
+                          "boundary in 4 of 132 AGCAM curve values; see README.md (Faithfulness: ABPC)",
                    strict=False)
 def test_abpc_on_our_agcam_file_gives_every_released_curve_value(saved, golden_model,
                                                                 golden_reference):
