@@ -22,7 +22,8 @@ Batching: step 0.0 is the unperturbed image for both curves (one forward pass) a
 the all-zero image, the same for every image (one forward pass for the whole run); the other
 9 x 2 perturbed images of every image go through the model in batches of ``batch_size``, mixed
 across steps and images. 19 forward passes an image instead of the released 22 single-image
-ones.
+ones, each computing the last block for the class token only
+(:func:`models.inference.class_token_logits`: the same probabilities to float rounding).
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+
+from models.inference import class_token_logits
 
 NUM_STEPS = 11
 #: the removed fractions 0.0, 0.1, ..., 1.0
@@ -99,7 +102,7 @@ class _ForwardQueue:
         labels = torch.cat([t[0] for t in self.targets])
         where = [w for t in self.targets for w in t[1]]
         with torch.inference_mode():
-            probs = self.model(images[:count]).float().softmax(dim=1)
+            probs = class_token_logits(self.model, images[:count]).float().softmax(dim=1)
             chosen = probs.gather(1, labels[:count].to(probs.device)[:, None])[:, 0]
         for (row, curves, step), p in zip(where[:count], chosen.cpu().tolist()):
             for curve in curves:
@@ -170,8 +173,9 @@ def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
             if blank is None:
                 # Step 1.0 removes every pixel: the same all-zero input for every image.
                 with torch.inference_mode():
-                    blank = model(torch.zeros(1, 3, height, width, device=device, dtype=dtype)
-                                  ).float().softmax(dim=1)[0].cpu()
+                    blank = class_token_logits(
+                        model, torch.zeros(1, 3, height, width, device=device, dtype=dtype)
+                    ).float().softmax(dim=1)[0].cpu()
                 queue.forward_passes += 1
             for step, k in enumerate(counts):
                 if k == 0:
