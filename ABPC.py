@@ -16,8 +16,7 @@ import sys
 
 import numpy as np
 
-from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
-                       script_entry, seed_everything, str2bool)
+from agcam.cli import UsageError, add_model_args, script_entry, start_run, str2bool
 
 METHODS = ("agcam", "lrp", "rollout")
 
@@ -99,13 +98,8 @@ def main(args: argparse.Namespace) -> int:
 
     store = open_checked_store(args)
     try:
-        device = resolve_device(args.device)
-        ctx = distributed.init_distributed(device)
+        ctx, model = start_run(args)
         try:
-            if ctx.is_main:
-                print_args(args)
-            seed_everything(args.seed)
-            model = model_from_args(args, ctx.device)
             check_model(store, model, args)
             geometry = model_geometry(model)
             indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)

@@ -16,8 +16,7 @@ import os
 import sys
 
 from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
-                       model_from_args, print_args, resolve_device, samples_from_args,
-                       script_entry, seed_everything)
+                       samples_from_args, script_entry, start_run)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 
@@ -67,13 +66,8 @@ def main(args: argparse.Namespace) -> int:
 
     check_args(args)
     samples = samples_from_args(args, SAMPLES_ROOT)
-    device = resolve_device(args.device)
-    ctx = distributed.init_distributed(device)
+    ctx, model = start_run(args)
     try:
-        if ctx.is_main:
-            print_args(args)
-        seed_everything(args.seed)
-        model = model_from_args(args, ctx.device)
         explainer = get_explainer(args.method, model)
         dataset = ValDataset(samples, model, keep_image=False)
         loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,

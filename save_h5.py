@@ -15,8 +15,7 @@ import os
 import sys
 
 from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
-                       model_from_args, print_args, resolve_device, samples_from_args,
-                       script_entry, seed_everything)
+                       samples_from_args, script_entry, start_run)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 LAYOUTS = ("compact", "released")
@@ -55,18 +54,13 @@ def main(args: argparse.Namespace) -> int:
 
     check_args(args)
     samples = samples_from_args(args, SAMPLES_ROOT)
-    device = resolve_device(args.device)
-    ctx = distributed.init_distributed(device)
     try:
-        if ctx.is_main:
-            print_args(args)
-            try:
-                os.makedirs(args.save_root, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"--save_root {args.save_root}: cannot be created "
-                                 f"({exc.strerror})") from None
-        seed_everything(args.seed)
-        model = model_from_args(args, ctx.device)
+        os.makedirs(args.save_root, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--save_root {args.save_root}: cannot be created "
+                         f"({exc.strerror})") from None
+    ctx, model = start_run(args)
+    try:
         explainer = get_explainer(args.method, model)
         path = store_path(args.save_root, args.method)
         meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size)

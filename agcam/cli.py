@@ -159,3 +159,20 @@ def samples_from_args(args: argparse.Namespace, default_root: str):
                              "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
         args.data_root = default_root
     return find_samples(args.data_root, limit=args.limit)
+
+
+def start_run(args: argparse.Namespace):
+    """The common start of a data script: process group (under torchrun; one process otherwise),
+    arguments printed by rank 0, seed, model. Returns ``(ctx, model)``; the caller ends with
+    ``agcam.distributed.cleanup(ctx)``."""
+    from agcam import distributed
+    ctx = distributed.init_distributed(resolve_device(args.device))
+    try:
+        if ctx.is_main:
+            print_args(args)
+        seed_everything(args.seed)
+        model = model_from_args(args, ctx.device)
+    except BaseException:
+        distributed.cleanup(ctx)
+        raise
+    return ctx, model

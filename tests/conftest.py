@@ -57,3 +57,39 @@ def golden_model():
 @pytest.fixture(scope="session")
 def golden_inputs(golden_reference):
     return torch.from_numpy(golden_reference["inputs"])
+
+
+#: The model variants every explainer must handle at random init: name -> (grid, prefix tokens,
+#: batch size used in the tests). Own grids (7x7, 24x24), DeiT's two prefix tokens, layer scale.
+VARIANTS = {
+    "vit_tiny_patch16_224": ((14, 14), 1, 2),
+    "vit_small_patch32_224": ((7, 7), 1, 2),
+    "vit_base_patch16_384": ((24, 24), 1, 1),
+    "deit_tiny_distilled_patch16_224": ((14, 14), 2, 2),
+    "deit3_small_patch16_224": ((14, 14), 1, 2),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def variant(request):
+    """``(model, images, grid)`` for each of :data:`VARIANTS`: random weights, created once per
+    session, its geometry checked against the table; ``images`` a random batch of its input."""
+    from models import create_model, model_geometry
+    torch.manual_seed(0)
+    model = create_model(request.param, pretrained=False)
+    grid, prefix, batch = VARIANTS[request.param]
+    geometry = model_geometry(model)
+    assert geometry.grid == grid and geometry.num_prefix_tokens == prefix
+    return model, torch.randn(batch, 3, *geometry.input_size), grid
+
+
+def require_method(method: str) -> None:
+    """Skip only when the baselines package is absent; fail when it is there without the method."""
+    from agcam.explainer import available_methods
+    if method in available_methods():
+        return
+    try:
+        import baselines  # noqa: F401
+    except ImportError:
+        pytest.skip("baselines not available")
+    pytest.fail(f"the baselines package is installed but registers no {method!r} method")

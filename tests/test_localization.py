@@ -13,28 +13,18 @@ import pytest
 import localization as script
 from agcam.cli import script_entry
 from agcam.data import ValDataset, find_samples, make_loader
-from agcam.explainer import available_methods, get_explainer
+from agcam.explainer import get_explainer
 from agcam.localization import evaluate, summarize
 from agcam.metrics import METRICS
 from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
-                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT)
+                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT,
+                            require_method)
 from tests.test_data import ANN, VAL, make_flat_layout
 
 THRESHOLDS = (0.5, 0.3)
 TOLERANCE = 1e-5
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
               "cpu", "--num_workers", "0", "--no_progress"]
-
-
-def require_method(method: str) -> None:
-    """Skip only when the baselines package is absent; fail when it is there without the method."""
-    if method in available_methods():
-        return
-    try:
-        import baselines  # noqa: F401
-    except ImportError:
-        pytest.skip("baselines not available")
-    pytest.fail(f"the baselines package is installed but registers no {method!r} method")
 
 
 def localize(model, data_root, method, batch_size=4, overlap=True):

@@ -17,11 +17,11 @@ import ABPC as abpc_script
 import save_h5 as script
 from agcam.abpc import abpc_curves, pixel_counts, removal_mask, summarize
 from agcam.cli import script_entry
-from agcam.explainer import available_methods
 from agcam.export import PAUSE_ENV
 from agcam.store import FORMAT, open_store
 from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
-                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT)
+                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT,
+                            require_method)
 
 METHODS = ("agcam", "lrp", "rollout")
 LAYOUTS = ("compact", "released")
@@ -36,16 +36,6 @@ MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS),
 
 def run_script(argv):
     return script_entry(script.get_args_parser, script.main)(argv)
-
-
-def require_method(method):
-    if method in available_methods():
-        return
-    try:
-        import baselines  # noqa: F401
-    except ImportError:
-        pytest.skip("baselines not available")
-    pytest.fail(f"the baselines package is installed but registers no {method!r} method")
 
 
 def released_h5(method):
