@@ -7,10 +7,14 @@ import torch
 import torch.nn.functional as F
 
 
-def upsample(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """``[B, h, w] -> [B, H, W]``, bilinear with ``align_corners=False`` (as released)."""
-    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear",
-                         align_corners=False)[:, 0]
+def upsample(maps: torch.Tensor, size: Tuple[int, int], antialias: bool = False) -> torch.Tensor:
+    """``[B, h, w] -> [B, H, W]``, bilinear with ``align_corners=False`` (as released).
+
+    ``antialias=True`` is what ``torchvision.transforms.Resize`` does (the released
+    ``save_h5.py``): the same weights when upsampling, other float rounding.
+    """
+    return F.interpolate(maps[:, None].float(), size=tuple(int(s) for s in size),
+                         mode="bilinear", align_corners=False, antialias=antialias)[:, 0]
 
 
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -27,6 +31,10 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 
 
-def to_heatmap(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Raw maps to input-sized heatmaps in [0, 1]: upsample, then min-max normalise."""
-    return minmax_normalize(upsample(maps, size))
+def to_heatmap(maps: torch.Tensor, size: Tuple[int, int], antialias: bool = False
+               ) -> torch.Tensor:
+    """Raw maps to input-sized heatmaps in [0, 1]: upsample, then min-max normalise.
+
+    The released ``localization.py`` upsamples plainly (the default); its ``save_h5.py`` with
+    ``antialias=True`` (see :func:`upsample`)."""
+    return minmax_normalize(upsample(maps, size, antialias=antialias))

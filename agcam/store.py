@@ -49,9 +49,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from agcam.cli import UsageError
+from agcam.maps import to_heatmap
 
 FORMAT = "agcam-abpc-store"
 FORMAT_VERSION = 1
@@ -82,14 +82,7 @@ def heatmaps_from_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     plain bilinear, but the kernel rounds differently, and the ranking ABPC makes sees the
     difference. A constant map becomes all zeros (the released code divides 0 by 0).
     """
-    maps = maps.detach().to("cpu", torch.float32)
-    up = F.interpolate(maps[:, None], size=tuple(int(s) for s in size), mode="bilinear",
-                       align_corners=False, antialias=True)[:, 0]
-    low = up.amin(dim=(1, 2), keepdim=True)
-    high = up.amax(dim=(1, 2), keepdim=True)
-    span = high - low
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (up - low) / safe, torch.zeros_like(up))
+    return to_heatmap(maps.detach().to("cpu", torch.float32), size, antialias=True)
 
 
 def unnormalized_images(images_u8: torch.Tensor, mean: Sequence[float], std: Sequence[float]
