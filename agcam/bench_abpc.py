@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from agcam.abpc import LERF, MORF, NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
+from agcam.data import normalize_images
 from agcam.store import heatmaps_from_maps
 from models.vit import model_geometry
 
@@ -56,18 +57,17 @@ def random_batches(model: nn.Module, n_images: int, read_batch: int, seed: int =
     geometry = model_geometry(model)
     generator = torch.Generator().manual_seed(seed)
     height, width = geometry.input_size
-    mean = torch.tensor(geometry.mean).view(1, 3, 1, 1)
-    std = torch.tensor(geometry.std).view(1, 3, 1, 1)
     num_classes = int(getattr(model, "num_classes", 1000))
     batches = []
     for start in range(0, n_images, read_batch):
         count = min(read_batch, n_images - start)
-        u8 = torch.randint(0, 256, (count, 3, height, width), generator=generator)
+        u8 = torch.randint(0, 256, (count, 3, height, width), generator=generator,
+                           dtype=torch.uint8)
         maps = torch.rand(count, *geometry.grid, generator=generator)
         batches.append(_Batch(indices=list(range(start, start + count)),
                               names=[f"random_{i}" for i in range(start, start + count)],
                               labels=torch.randint(0, num_classes, (count,), generator=generator),
-                              images=u8.float().div(255).sub(mean).div(std),
+                              images=normalize_images(u8, geometry.mean, geometry.std),
                               heatmaps=heatmaps_from_maps(maps, (height, width))))
     return batches
 

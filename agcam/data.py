@@ -218,10 +218,14 @@ def _as_geometry(model_or_geometry: Union[nn.Module, Geometry]) -> Geometry:
         model_geometry(model_or_geometry)
 
 
-def normalize_images(images_u8: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """``[B, 3, H, W]`` uint8 -> the model input: ``ToTensor`` then ``Normalize(mean, std)``,
-    the same float operations, so the result equals the torchvision pipeline bit for bit."""
-    return TF.normalize(images_u8.float().div(255), geometry.mean, geometry.std)
+def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+                     ) -> torch.Tensor:
+    """``[B, 3, H, W]`` -> the model input: for uint8 images ``ToTensor`` (``/ 255``), then
+    ``Normalize(mean, std)``; the same float operations as the torchvision pipeline, so the result
+    equals it bit for bit. Float images are taken as ``ToTensor`` output already."""
+    if images.dtype == torch.uint8:
+        images = images.float().div(255)
+    return TF.normalize(images, list(mean), list(std))
 
 
 class ValDataset(Dataset):
@@ -264,7 +268,7 @@ class ValDataset(Dataset):
                 item["image"] = torch.zeros(3, height, width, dtype=torch.uint8)
             return item
         pixels = pixels.permute(2, 0, 1).contiguous()
-        item["input"] = normalize_images(pixels[None], self.geometry)[0]
+        item["input"] = normalize_images(pixels[None], self.geometry.mean, self.geometry.std)[0]
         if self.keep_image:
             item["image"] = pixels
         item["size"] = tuple(real_size)

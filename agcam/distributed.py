@@ -104,9 +104,13 @@ def gather_to_main(items: List[Any], ctx: DistContext) -> Optional[List[Any]]:
     return merged
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier(group=ctx._object_group)
+def broadcast_from_main(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every process (over the same ``gloo`` group as the gathers)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=ctx._object_group)
+    return box[0]
 
 
 def cleanup(ctx: DistContext) -> None:

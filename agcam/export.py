@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from agcam.data import ValDataset, collate
-from agcam.distributed import DistContext, gather_to_main
+from agcam.distributed import DistContext, broadcast_from_main, gather_to_main
 from agcam.explainer import Explainer
 from agcam.store import PARTIAL_SUFFIX, StoreError, StoreMeta, StoreWriter, open_writer
 
@@ -61,15 +61,6 @@ def explain_unit(explainer: Explainer, batch: dict) -> _UnitResult:
                        maps=maps, valid=valid, errors=list(batch["error"]))
 
 
-def _broadcast(obj, ctx: DistContext):
-    if not ctx.distributed:
-        return obj
-    import torch.distributed as dist
-    box = [obj]
-    dist.broadcast_object_list(box, src=0, group=ctx._object_group)
-    return box[0]
-
-
 def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: str,
                  meta: StoreMeta, ctx: Optional[DistContext] = None, num_workers: int = 0,
                  progress: bool = False, log=print) -> Optional[ExportStats]:
@@ -90,7 +81,7 @@ def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: s
                     bool(getattr(writer, "restarted", False)))
         except StoreError as exc:
             plan = ("error", str(exc))
-    plan = _broadcast(plan, ctx)
+    plan = broadcast_from_main(plan, ctx)
     if plan[0] == "error":
         raise StoreError(plan[1])
     _, pending, batch_size, restarted = plan

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from agcam.cli import UsageError
+from agcam.data import normalize_images
 from agcam.maps import to_heatmap
 
 FORMAT = "agcam-abpc-store"
@@ -95,8 +96,7 @@ def unnormalized_images(images_u8: torch.Tensor, mean: Sequence[float], std: Seq
     """
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    inputs = images_u8.float().div(255).sub(mean_t).div(std_t)     # ToTensor, Normalize
-    return inputs.mul(std_t).add(mean_t)
+    return normalize_images(images_u8, mean, std).mul(std_t).add(mean_t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,18 +563,18 @@ class StoreReader:
         normalised as ``Normalize(mean, std)`` of ``ToTensor``'s output, bit for bit."""
         rows = [i for i in (range(self.num_images) if indices is None else indices)
                 if self.valid[i]]
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         for start in range(0, len(rows), batch_size):
             part = rows[start:start + batch_size]
             images, heatmaps = self._read(part)
-            images = images.sub(mean_t).div(std_t)      # torchvision's Normalize
+            images = normalize_images(images, mean, std)
             yield StoreBatch(indices=list(part), names=[self.names[i] for i in part],
                              labels=torch.tensor([self.labels[i] for i in part],
                                                  dtype=torch.long),
                              images=images, heatmaps=heatmaps)
 
     def _read(self, rows: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(images, heatmaps)`` of ``rows``: uint8 images (compact layout) or the released float
+        ones in [0, 1], both as :func:`agcam.data.normalize_images` takes them."""
         f = self._file
         if self.layout == "compact":
             lo, hi = rows[0], rows[-1] + 1
@@ -582,7 +582,7 @@ class StoreReader:
                 u8, maps = f["images"][lo:hi], f["maps"][lo:hi]
             else:
                 u8, maps = f["images"][rows], f["maps"][rows]
-            images = torch.from_numpy(u8).float().div(255)          # ToTensor
+            images = torch.from_numpy(u8)                           # uint8
             heatmaps = heatmaps_from_maps(torch.from_numpy(maps), self.image_size)
             return images, heatmaps
         images = np.stack([np.asarray(f["image"][self.names[i]][()], dtype=np.float32)
