@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agcam.explainer import Explainer, class_scores, register
+from models.attention import is_timm_attention
 
 
 class LRPError(RuntimeError):
@@ -196,7 +197,7 @@ def _check_supported(model: nn.Module) -> None:
             raise LRPError(f"block {i} ({type(blk).__name__}) lacks {missing}; lrp needs timm's "
                            "pre-norm Block")
         attn, mlp = blk.attn, blk.mlp
-        if not all(hasattr(attn, n) for n in ("qkv", "proj", "num_heads", "head_dim", "scale")):
+        if not is_timm_attention(attn):
             raise LRPError(f"block {i}: {type(attn).__name__} is not a timm Attention "
                            "with a fused qkv")
         if getattr(attn, "gate", None) is not None:

@@ -48,8 +48,32 @@ class AttentionRecord:
     grad_tensor: Optional[torch.Tensor] = None
 
 
-def _is_supported_attention(module: nn.Module) -> bool:
+def is_timm_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is timm's ``Attention`` kind: a fused ``qkv`` linear, ``proj``,
+    ``num_heads``, ``head_dim`` and ``scale`` (what every path here reads)."""
     return all(hasattr(module, name) for name in ("qkv", "proj", "num_heads", "head_dim", "scale"))
+
+
+def project_qkv(module: nn.Module, x: torch.Tensor):
+    """``(gate, q, k, v)`` as timm's ``Attention.forward`` makes them: q, k, v ``[B, H, N, d]``
+    (q and k through ``q_norm``/``k_norm``), the gate ``[B, N, H*d]`` or ``None``."""
+    B, N, _ = x.shape
+    gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
+    qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return gate, module.q_norm(q), module.k_norm(k), v
+
+
+def project_out(module: nn.Module, heads: torch.Tensor, gate: Optional[torch.Tensor]
+                ) -> torch.Tensor:
+    """The rest of timm's ``Attention.forward`` for some rows: ``[B, H, R, d]`` head outputs
+    (and the gate's matching rows) -> ``[B, R, C]``."""
+    B, _, R, _ = heads.shape
+    out = heads.transpose(1, 2).reshape(B, R, -1)
+    out = module.norm(out) if hasattr(module, "norm") else out
+    if gate is not None:
+        out = out * gate
+    return module.proj_drop(module.proj(out))
 
 
 @dataclass
@@ -109,7 +133,7 @@ class AttentionRecorder:
         modules = []
         for i, blk in enumerate(blocks):
             attn = getattr(blk, "attn", None)
-            if attn is None or not _is_supported_attention(attn):
+            if attn is None or not is_timm_attention(attn):
                 raise AttentionRecordingError(
                     f"block {i}: attention module {type(attn).__name__} is not a timm Attention "
                     "(needs qkv, proj, num_heads, head_dim, scale); cannot record attention")
@@ -191,14 +215,11 @@ class AttentionRecorder:
                 return _cls_fast_attention(module, x, attn_mask, is_causal,
                                            recorder.records, index, recorder.keep_scores,
                                            recorder.keep_probs)
-            B, N, _ = x.shape
+            N = x.shape[1]
             cut = recorder.detach_input and recorder.grad
             # With the input cut, q, k, v (and the gate) need no graph: only A does.
             with torch.no_grad() if cut else contextlib.nullcontext():
-                gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
-                qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
-                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-                q, k = module.q_norm(q), module.k_norm(k)
+                gate, q, k, v = project_qkv(module, x)
                 # Released AGCAM order: (q @ k^T) * scale (timm scales q first; equal to rounding).
                 scores = _add_mask((q @ k.transpose(-2, -1)) * module.scale, N, attn_mask,
                                    is_causal)
@@ -219,13 +240,7 @@ class AttentionRecorder:
                 record.grad_tensor = probs
             recorder.records[index] = record
 
-            out = module.attn_drop(probs) @ v
-            out = out.transpose(1, 2).reshape(B, N, -1)
-            out = module.norm(out) if hasattr(module, "norm") else out
-            if gate is not None:
-                out = out * gate
-            out = module.proj(out)
-            return module.proj_drop(out)
+            return project_out(module, module.attn_drop(probs) @ v, gate)
 
         return forward
 
@@ -243,12 +258,9 @@ def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal
                         keep_probs: bool) -> torch.Tensor:
     """Attention whose only graph is the class-token row: ``proj(A[cls] @ v)`` with ``A[cls]`` a
     leaf. The other rows are constants under the gradient cut and use timm's fused kernel."""
-    B, N, _ = x.shape
+    N = x.shape[1]
     with torch.no_grad():
-        gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
-        qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = module.q_norm(q), module.k_norm(k)
+        gate, q, k, v = project_qkv(module, x)
         scores = (q[:, :, :1] @ k.transpose(-2, -1)) * module.scale      # [B, H, 1, N]
         if attn_mask is None and not is_causal:
             rest = F.scaled_dot_product_attention(q[:, :, 1:], k, v, scale=module.scale)
@@ -261,16 +273,9 @@ def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal
     records[index] = AttentionRecord(scores=scores if keep_scores else None,
                                      probs=probs if keep_probs else None, grad_tensor=leaf)
 
-    def finish(rows: torch.Tensor, gate_rows) -> torch.Tensor:
-        rows = rows.transpose(1, 2).reshape(B, rows.shape[2], -1)
-        rows = module.norm(rows) if hasattr(module, "norm") else rows
-        if gate_rows is not None:
-            rows = rows * gate_rows
-        return module.proj_drop(module.proj(rows))
-
-    cls_out = finish(module.attn_drop(leaf) @ v, None if gate is None else gate[:, :1])
+    cls_out = project_out(module, module.attn_drop(leaf) @ v, None if gate is None else gate[:, :1])
     with torch.no_grad():
-        rest_out = finish(rest, None if gate is None else gate[:, 1:])
+        rest_out = project_out(module, rest, None if gate is None else gate[:, 1:])
     return torch.cat([cls_out, rest_out], dim=1)
 
 

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
+from models.attention import is_timm_attention, project_out
+
 
 def _supports_class_token_path(model: nn.Module) -> bool:
     if (type(model).forward is not VisionTransformer.forward
@@ -25,8 +27,7 @@ def _supports_class_token_path(model: nn.Module) -> bool:
     last = model.blocks[-1] if len(model.blocks) else None
     if last is None or type(last).forward is not Block.forward:
         return False
-    attn = last.attn
-    return all(hasattr(attn, name) for name in ("qkv", "proj", "num_heads", "head_dim", "scale"))
+    return is_timm_attention(last.attn)
 
 
 def _last_block_class_row(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -41,12 +42,8 @@ def _last_block_class_row(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     q = q.reshape(B, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
     k, v = kv.reshape(B, N, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-    out = out.transpose(1, 2).reshape(B, 1, dim)
-    out = attn.norm(out) if hasattr(attn, "norm") else out
-    if getattr(attn, "gate", None) is not None:
-        out = out * attn.gate(h[:, :1]).sigmoid()
-    out = attn.proj_drop(attn.proj(out))
+    gate = attn.gate(h[:, :1]).sigmoid() if getattr(attn, "gate", None) is not None else None
+    out = project_out(attn, F.scaled_dot_product_attention(q, k, v, scale=attn.scale), gate)
     row = x[:, :1] + blk.drop_path1(blk.ls1(out))
     return row + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(row))))
 
