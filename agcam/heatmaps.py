@@ -49,10 +49,11 @@ def parse_class(text: str, num_classes: int = 1000) -> int:
     elif num_classes != 1000:
         raise ValueError(f"class {text!r}: this model has {num_classes} classes; give an index")
     elif re.fullmatch(r"n\d{8}", text):
-        wnids = _imagenet_info().label_names()
-        if text not in wnids:
-            raise ValueError(f"class {text!r}: not an ImageNet-1k wnid")
-        index = list(wnids).index(text)
+        from agcam.data import wnid_to_index  # the class index the data sets use
+        try:
+            index = wnid_to_index(text)
+        except KeyError:
+            raise ValueError(f"class {text!r}: not an ImageNet-1k wnid") from None
     else:
         wanted = text.lower()
         matches = []
