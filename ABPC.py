@@ -16,9 +16,8 @@ import sys
 
 import numpy as np
 
-from agcam.cli import UsageError, add_model_args, script_entry, start_run, str2bool
-
-METHODS = ("agcam", "lrp", "rollout")
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, script_entry, start_run,
+                       str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,7 +25,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
         "heatmaps save_h5.py stored.")
     parser.add_argument("--method", default="agcam",
-                        help=f"explanation method the file holds: {', '.join(METHODS)} "
+                        help=f"explanation method the file holds: {', '.join(PAPER_METHODS)} "
                              "(default: agcam)")
     parser.add_argument("--h5_root", default="./saveroot",
                         help="folder of ILSVRC_<method>.hdf5 (default: ./saveroot)")

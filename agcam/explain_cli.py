@@ -19,20 +19,20 @@ from typing import Dict, List, Sequence
 import torch
 from tqdm import tqdm
 
-from agcam.cli import UsageError, add_model_args, model_from_args, print_args, resolve_device
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, model_from_args, print_args,
+                       resolve_device)
 from agcam.explainer import available_methods, get_explainer
 from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
                             top_k)
 from agcam.plotting import explanation_figure, save_figure
 from models.vit import build_transform, load_image
 
-METHODS = ("agcam", "rollout", "lrp")
 EXIT_SOME_FAILED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
-    parser.add_argument("--method", default="agcam", choices=METHODS + ("all",),
+    parser.add_argument("--method", default="agcam", choices=PAPER_METHODS + ("all",),
                         help="explanation method, or all three (default: agcam)")
     parser.add_argument("--target", default=None, metavar="CLASS",
                         help="class to explain instead of the predicted one: an index (281), a "
@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def resolve_methods(name: str) -> List[str]:
     available = available_methods()
-    wanted = list(METHODS) if name == "all" else [name]
+    wanted = list(PAPER_METHODS) if name == "all" else [name]
     missing = [m for m in wanted if m not in available]
     if missing:
         raise UsageError(f"--method {name}: {', '.join(missing)} not available "
