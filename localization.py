@@ -61,7 +61,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.data import ValDataset, make_loader
-    from agcam.explainer import get_explainer
+    from agcam.registry import get_explainer
     from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
 
     check_args(args)

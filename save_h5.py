@@ -48,7 +48,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.data import ValDataset
-    from agcam.explainer import get_explainer
+    from agcam.registry import get_explainer
     from agcam.export import export_store, store_meta
     from agcam.store import store_path
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from agcam.explainer import available_methods, get_explainer
+from agcam.registry import available_methods, get_explainer
 from models.vit import create_model, model_geometry
 
 

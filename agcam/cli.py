@@ -16,13 +16,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from agcam.errors import EXIT_USAGE, UsageError
 from models.vit import DEFAULT_MODEL, ModelError, create_model
 
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad input from the user (a flag, a file, a data set): reported in one line, exit code 2."""
 
 
 def str2bool(value) -> bool:
@@ -130,7 +126,7 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
 
 
 def check_method(method: str) -> None:
-    from agcam.explainer import available_methods
+    from agcam.registry import available_methods
     methods = available_methods()
     if method not in methods:
         known = ", ".join(sorted(set(methods) | set(PAPER_METHODS)))

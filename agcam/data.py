@@ -34,7 +34,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from agcam.boxes import Box, boxes_to_mask
-from agcam.cli import UsageError
+from agcam.errors import UsageError
 from agcam.distributed import shard_indices
 from models.vit import Geometry, model_geometry
 

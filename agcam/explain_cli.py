@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, model_from_args, print_args,
                        resolve_device)
-from agcam.explainer import available_methods, get_explainer
+from agcam.registry import available_methods, get_explainer
 from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
                             top_k)
 from agcam.plotting import explanation_figure, save_figure

@@ -7,7 +7,7 @@ sequence or tensor of B ints explains one class per image.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ Target = Union[None, int, Sequence[int], torch.Tensor]
 class Explainer:
     """Base class: subclasses implement :meth:`_explain` on a batch already on the model's device."""
 
-    #: command-line name, set by :func:`register`
+    #: command-line name, set by :func:`agcam.registry.register`
     name: str = ""
     #: whether the map depends on the target class (Rollout's does not)
     class_specific: bool = True
@@ -88,38 +88,3 @@ def class_scores(logits: torch.Tensor, targets: Optional[torch.Tensor]
         raise ValueError(f"target class outside [0, {num_classes})")
     score = logits.gather(1, classes[:, None]).sum()
     return predictions, classes, score
-
-
-REGISTRY: Dict[str, Callable[..., Explainer]] = {}
-
-
-def register(name: str):
-    """Class decorator: make an explainer available under a command-line name."""
-    def wrap(cls):
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return wrap
-
-
-def available_methods() -> Tuple[str, ...]:
-    _load_all()
-    return tuple(sorted(REGISTRY))
-
-
-def get_explainer(name: str, model: nn.Module, **options) -> Explainer:
-    """The explainer registered as ``name`` (``agcam``, ``rollout``, ``lrp``) on ``model``."""
-    _load_all()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown method {name!r}; choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](model, **options)
-
-
-def _load_all() -> None:
-    # Importing the modules runs their @register decorators.
-    import agcam.method  # noqa: F401
-    try:
-        import baselines  # noqa: F401
-    except ImportError as exc:  # the baselines package is optional until it exists
-        if getattr(exc, "name", None) not in ("baselines",):
-            raise

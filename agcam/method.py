@@ -18,7 +18,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from agcam.explainer import Explainer, class_scores, register
+from agcam.explainer import Explainer, class_scores
+from agcam.registry import register
 from models.attention import AttentionRecorder
 
 FUSIONS = ("sum", "mean", "max")

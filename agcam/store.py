@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 import torch
 
-from agcam.cli import UsageError
+from agcam.errors import UsageError
 from agcam.data import normalize_images
 from agcam.maps import to_heatmap
 

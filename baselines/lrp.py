@@ -58,7 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agcam.explainer import Explainer, class_scores, register
+from agcam.explainer import Explainer, class_scores
+from agcam.registry import register
 from models.attention import is_timm_attention
 
 

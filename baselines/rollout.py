@@ -28,7 +28,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from agcam.explainer import Explainer, register
+from agcam.explainer import Explainer
+from agcam.registry import register
 from models.attention import AttentionRecorder
 
 HEAD_FUSIONS = ("mean", "max", "min")

@@ -30,6 +30,16 @@ LRP_END_TO_END_TOLERANCE = 2e-3
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where a CUDA device is present (``pytest -m cuda``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is false)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def relative_error(actual, expected) -> float:
     """max |actual - expected| / max |expected| (the tolerance measure of the issues)."""
     actual = np.asarray(actual, dtype=np.float64)
@@ -85,7 +95,7 @@ def variant(request):
 
 def require_method(method: str) -> None:
     """Skip only when the baselines package is absent; fail when it is there without the method."""
-    from agcam.explainer import available_methods
+    from agcam.registry import available_methods
     if method in available_methods():
         return
     try:

@@ -13,7 +13,7 @@ import pytest
 import localization as script
 from agcam.cli import script_entry
 from agcam.data import ValDataset, find_samples, make_loader
-from agcam.explainer import get_explainer
+from agcam.registry import get_explainer
 from agcam.localization import evaluate, summarize
 from agcam.metrics import METRICS
 from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
