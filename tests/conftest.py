@@ -113,6 +113,77 @@ def golden_inputs(golden_reference):
     return torch.from_numpy(golden_reference["inputs"])
 
 
+#: The paper's methods and their maps in reference.npz (predicted class, the paper's settings).
+PAPER_MAPS = {"agcam": "agcam_maps", "rollout": "rollout_mean_0.0_maps", "lrp": "lrp_maps"}
+
+
+@pytest.fixture(scope="session")
+def golden_maps(golden_model, golden_model64, golden_inputs):
+    """``get(method, float64=False) -> (predictions, maps)`` of the golden images, predicted
+    class, default options; computed once per session."""
+    from agcam import get_explainer
+    cache = {}
+
+    def get(method, float64=False):
+        if (method, float64) not in cache:
+            model = golden_model64 if float64 else golden_model
+            inputs = golden_inputs.double() if float64 else golden_inputs
+            cache[method, float64] = get_explainer(method, model).explain(inputs)
+        return cache[method, float64]
+    return get
+
+
+@pytest.fixture(scope="session")
+def golden_map_bounds(golden_maps, golden_reference, golden_reference64):
+    """``get(method)``: per image, :func:`float32_bounds` of our float32 maps against the released
+    ones: the stated :data:`FLOAT32_ALLOWANCE` for AGCAM and Rollout, this machine's measured
+    float32-vs-float64 spread for LRP."""
+    def get(method):
+        own = None
+        if method == "lrp":
+            own = float32_spread(golden_maps(method)[1], golden_maps(method, float64=True)[1])
+        return float32_bounds(golden_reference, golden_reference64, PAPER_MAPS[method], own)
+    return get
+
+
+def heatmap_bands(maps64, relative_bounds, size, antialias=False):
+    """``(heatmaps, delta)``: the float64 heatmaps of ``maps64`` (upsampled as the scripts do, min-max
+    normalised) and, per image, how far a float32 heatmap of maps within ``relative_bounds``
+    (relative max error) of ``maps64`` can be from them.
+
+    With ``eta = bound * max|m|``, upsampling (convex combinations) moves no pixel by more than
+    ``eta``, the min and the max neither; so ``(u - lo) / (hi - lo)`` moves by at most
+    ``4 eta / (span - 2 eta)``; 1e-6 more for float32's own rounding of these steps.
+    """
+    import torch.nn.functional as F
+    maps = torch.as_tensor(np.asarray(maps64), dtype=torch.float64)
+    up = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False,
+                       antialias=antialias)[:, 0]
+    flat = up.reshape(len(up), -1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    span = high - low
+    eta = torch.as_tensor(np.asarray(relative_bounds)) * maps.abs().reshape(len(maps), -1).amax(1)
+    delta = 4 * eta / (span - 2 * eta) + 1e-6
+    heatmaps = (up - low[:, None, None]) / span[:, None, None]
+    return heatmaps.numpy(), delta.numpy()
+
+
+def threshold_is_determined(heatmap64, delta, threshold) -> bool:
+    """Whether every float32 heatmap within ``delta`` of ``heatmap64`` draws the same box mask at
+    ``threshold``.
+
+    The box mask (the union of the bounding boxes of the regions ``> threshold``) only grows with
+    the region: each region of a smaller mask lies inside one region of a larger one, and so does
+    its bounding box. Every such heatmap's region lies between ``heatmap64 > threshold + delta``
+    and ``heatmap64 >= threshold - delta``; when those two draw the same box mask, so does it.
+    """
+    from agcam.boxes import boxes_to_mask, mask_to_boxes
+    size = heatmap64.shape
+    inner = boxes_to_mask(mask_to_boxes(heatmap64 > threshold + delta), size)
+    outer = boxes_to_mask(mask_to_boxes(heatmap64 >= threshold - delta), size)
+    return bool(np.array_equal(inner, outer))
+
+
 #: The model variants every explainer must handle at random init: name -> (grid, prefix tokens,
 #: batch size used in the tests). Own grids (7x7, 24x24), DeiT's two prefix tokens, layer scale.
 VARIANTS = {
