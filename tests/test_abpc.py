@@ -16,7 +16,7 @@ from agcam.abpc import (NUM_STEPS, STEPS, Curves, abpc_curves, perturb, pixel_co
                         removal_mask, summarize)
 from agcam.bench_abpc import bench_abpc
 from agcam.cli import script_entry
-from agcam.data import ValDataset, find_samples
+from agcam.datasets import ValDataset, find_samples
 from agcam.store import CompactWriter, StoreMeta, heatmaps_from_maps, open_store
 from tests.conftest import GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 
