@@ -14,23 +14,13 @@ import torch
 
 import localization as loc_script
 from agcam import finetune
-from agcam.cli import script_entry
 from tests.conftest import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
-from tests.dataset_fixtures import make_cub, make_voc
+from tests.dataset_fixtures import make_voc
+from tests.test_datasets import run, trees  # noqa: F401  (trees: the module-scoped fixture)
 
 #: start from the golden tiny model's weights (its 1000-class head is replaced)
 BASE = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device", "cpu",
         "--num_workers", "0", "--no_progress", "--warmup_epochs", "0", "--lr", "0.03"]
-
-
-def run(module, argv):
-    return script_entry(module.get_args_parser, module.main)([str(a) for a in argv])
-
-
-@pytest.fixture(scope="module")
-def trees(tmp_path_factory):
-    root = tmp_path_factory.mktemp("finetune_data")
-    return {"voc": make_voc(root / "voc"), "cub": make_cub(root / "cub")}
 
 
 def _losses(text):
