@@ -192,8 +192,8 @@ def test_script_prints_and_writes_the_released_numbers(tmp_path, capsys, golden_
     assert f"AUC(LeRF): {expected['auc_lerf']:.6f}" in out
     assert f"AUC(MoRF): {expected['auc_morf']:.6f}" in out
     saved = json.loads((tmp_path / "ILSVRC_rollout_ABPC.json").read_text())
-    assert set(saved) == {"method", "num_images", "steps", "lerf", "morf", "auc_lerf",
-                          "auc_morf", "abpc"}
+    assert set(saved) == {"method", "dataset", "num_images", "steps", "lerf", "morf",
+                          "auc_lerf", "auc_morf", "abpc"}
     assert saved["num_images"] == 6 and len(saved["lerf"]) == NUM_STEPS
     for key in ("abpc", "auc_lerf", "auc_morf"):
         assert abs(saved[key] - expected[key]) <= TOLERANCE

@@ -334,6 +334,10 @@ def test_abpc_finds_the_file_by_data_set(setups, tmp_path, capsys):
     voc = setups["voc"]
     assert run(h5_script, ["--dataset", "voc", "--data_root", voc["tree"], "--save_root",
                            tmp_path, "--limit", "2"] + model_args(voc["checkpoint"])) == 0
+    # the same command again: the ILSVRC resumption (nothing left to do)
+    assert run(h5_script, ["--dataset", "voc", "--data_root", voc["tree"], "--save_root",
+                           tmp_path, "--limit", "2"] + model_args(voc["checkpoint"])) == 0
+    assert "VOC_agcam.hdf5 is already complete (2 images)" in capsys.readouterr().out
     args = model_args(voc["checkpoint"], False)
     capsys.readouterr()
     assert run(abpc_script, ["--dataset", "cub", "--h5_root", tmp_path] + args) == 2
