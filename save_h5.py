@@ -5,9 +5,9 @@
 
 Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``): per
 image the label, the resized image before normalisation (uint8) and the raw map of the label
-class, from which the released heatmap is recomputed exactly (``--layout released`` writes the authors' float32 layout instead). Running the
-same command after an interruption (Ctrl-C, ``kill -9``) continues where it stopped. Several
-processes: ``torchrun --nproc_per_node N save_h5.py ...``. See README.md (Faithfulness: ABPC).
+class, from which the released heatmap is recomputed exactly (``--layout released`` writes the
+authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
+``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N save_h5.py ...``. See README.md (Faithfulness: ABPC).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""python -m agcam.finetune on the generated VOC and CUB trees: loss, checkpoint, resume, torchrun."""
+"""python -m agcam.finetune on the generated VOC and CUB trees: loss, checkpoint, resume,
+torchrun, bad input."""
 from __future__ import annotations
 
 import json
