@@ -2,11 +2,11 @@
 
     python ABPC.py --method agcam --h5_root ./saveroot --csv True --file True
 
-Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (or ``--h5_file``), in our layout or the released one,
-removes 0%, 10%, ..., 100% of the pixels least / most relevant first, and prints the mean
-curves, AUC(LeRF), AUC(MoRF) and ABPC. ``--file True`` writes ``ILSVRC_<method>_ABPC.txt`` and
-``.json`` beside the HDF5 file, ``--csv True`` the per-image ``.csv`` and a ``.png`` of the
-curves. See README.md (Faithfulness: ABPC).
+Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (``VOC_``/``CUB_`` with ``--dataset voc``/``cub``; or
+``--h5_file``), in our layout or the released one, removes 0%, 10%, ..., 100% of the pixels least
+/ most relevant first, and prints the mean curves, AUC(LeRF), AUC(MoRF) and ABPC. ``--file True``
+writes ``<ILSVRC|VOC|CUB>_<method>_ABPC.txt`` and ``.json`` beside the HDF5 file, ``--csv True``
+the per-image ``.csv`` and a ``.png`` of the curves. See README.md (Faithfulness: ABPC).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, script_entry, start_run,
-                       str2bool)
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, dataset_from_args, script_entry,
+                       start_run, str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -27,16 +27,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", default="agcam",
                         help=f"explanation method the file holds: {', '.join(PAPER_METHODS)} "
                              "(default: agcam)")
+    parser.add_argument("--dataset", default=None,
+                        help="data set the file holds: ilsvrc, voc or cub; names the file "
+                             "(<ILSVRC|VOC|CUB>_<method>.hdf5) and the outputs (default: the "
+                             "one the file records, else ilsvrc)")
     parser.add_argument("--h5_root", default="./saveroot",
-                        help="folder of ILSVRC_<method>.hdf5 (default: ./saveroot)")
+                        help="folder of <ILSVRC|VOC|CUB>_<method>.hdf5 (default: ./saveroot)")
     parser.add_argument("--h5_file", default=None,
                         help="the HDF5 file itself (overrides --h5_root)")
     parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
-                        help="write ILSVRC_<method>_ABPC.csv (per image) and .png (mean curves) "
-                             "beside the HDF5 file (default: False)")
+                        help="write <ILSVRC|VOC|CUB>_<method>_ABPC.csv (per image) and .png "
+                             "(mean curves) beside the HDF5 file (default: False)")
     parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
-                        help="write ILSVRC_<method>_ABPC.txt and .json beside the HDF5 file "
-                             "(default: False)")
+                        help="write <ILSVRC|VOC|CUB>_<method>_ABPC.txt and .json beside the "
+                             "HDF5 file (default: False)")
     add_model_args(parser)
     parser.add_argument("--batch_size", type=int, default=64,
                         help="perturbed images per forward pass (default: 64)")
@@ -51,19 +55,25 @@ def open_checked_store(args: argparse.Namespace):
     from agcam.store import open_store, store_path
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    given = args.dataset
+    spec = dataset_from_args(argparse.Namespace(dataset=given or "ilsvrc"))
     if args.h5_file is not None:
         path, flag = args.h5_file, "--h5_file"
     else:
-        path, flag = store_path(args.h5_root, args.method), "--h5_root"
+        path, flag = store_path(args.h5_root, args.method, spec.prefix), "--h5_root"
         if not os.path.isfile(path):
-            raise UsageError(f"--h5_root {args.h5_root}: no ILSVRC_{args.method}.hdf5 there "
-                             f"(write it with: python save_h5.py --method {args.method} "
-                             f"--save_root {args.h5_root})")
+            raise UsageError(f"--h5_root {args.h5_root}: no {os.path.basename(path)} there "
+                             f"(write it with: python save_h5.py --dataset {spec.name} "
+                             f"--method {args.method} --save_root {args.h5_root})")
     store = open_store(path, flag)
     try:
         if store.method is not None and store.method != args.method:
             raise UsageError(f"{path} holds {store.method} heatmaps, not --method "
                              f"{args.method}")
+        recorded = store.meta.dataset if store.meta is not None else ""
+        if given is not None and recorded and recorded != spec.name:
+            raise UsageError(f"{path} holds the {recorded} data set, not --dataset {given}")
+        args.dataset = given or recorded or "ilsvrc"
         store.check_complete()
     except BaseException:
         store.close()
@@ -97,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
 
     store = open_checked_store(args)
     try:
-        ctx, model = start_run(args)
+        spec = dataset_from_args(args)
+        ctx, model = start_run(args, spec)
         try:
             check_model(store, model, args)
             geometry = model_geometry(model)
@@ -115,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
             curves = merge_curves(parts)
             if curves.num_images == 0:
                 raise UsageError(f"{store.path}: no readable image to evaluate")
-            summary = summarize(curves, args.method)
+            summary = summarize(curves, args.method, spec.name, spec.prefix)
             for line in report_lines(summary):
                 print(line)
             if skipped:

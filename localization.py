@@ -1,6 +1,8 @@
-"""Weakly-supervised localization on the ILSVRC 2012 validation set (the paper's Table 2).
+"""Weakly-supervised localization on ILSVRC 2012 val, Pascal VOC 2012 val or CUB-200-2011 test
+(the paper's Tables 1-3).
 
     python localization.py --method agcam --data_root ./ILSVRC --threshold 0.5
+    python localization.py --dataset voc --data_root ./VOC --checkpoint voc_vit/model.pth
 
 For each image the model classifies correctly, the box drawn from the method's heatmap is compared
 with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
@@ -15,20 +17,24 @@ import math
 import os
 import sys
 
-from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
-                       samples_from_args, script_entry, start_run)
+from agcam.cli import (UsageError, add_dataset_args, add_method_arg, add_model_args, add_run_args,
+                       check_run_args, dataset_from_args, samples_from_args, script_entry,
+                       start_run)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        "localization", description="Weakly-supervised localization on ILSVRC 2012 val: "
-        "pixel accuracy, IoU, Dice, precision and recall of the box drawn from each heatmap.")
+        "localization", description="Weakly-supervised localization on ILSVRC 2012 val, VOC "
+        "2012 val or CUB-200-2011 test: pixel accuracy, IoU, Dice, precision and recall of the "
+        "box drawn from each heatmap.")
     add_method_arg(parser)
+    add_dataset_args(parser)
     parser.add_argument("--data_root", default=None,
                         help="ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val "
-                             "(default: the small set in samples/ILSVRC)")
+                             "(default: the small set in samples/ILSVRC); for voc the folder "
+                             "holding VOCdevkit/, for cub the one holding CUB_200_2011/")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5],
                         help="threshold(s) on the [0, 1] heatmap, e.g. 0.5 or 0.3 0.5 0.7 "
                              "(default: 0.5)")
@@ -60,14 +66,18 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.data import ValDataset, make_loader
+    from agcam.datasets import ValDataset, make_loader
     from agcam.registry import get_explainer
     from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
 
     check_args(args)
-    samples = samples_from_args(args, SAMPLES_ROOT)
-    ctx, model = start_run(args)
+    spec = dataset_from_args(args)
+    listing = samples_from_args(args, SAMPLES_ROOT)
+    samples = listing.samples
+    ctx, model = start_run(args, spec)
     try:
+        if ctx.is_main:
+            print(listing.describe(), flush=True)
         explainer = get_explainer(args.method, model)
         dataset = ValDataset(samples, model, keep_image=False)
         loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -82,7 +92,9 @@ def main(args: argparse.Namespace) -> int:
             return 0
         results.sort(key=lambda r: r.index)
         summary = summarize(results, args.threshold, args.method, args.model,
-                            extra={"checkpoint": args.checkpoint, "data_root": args.data_root,
+                            extra={"dataset": spec.name, "split": listing.split,
+                                   "listed": listing.listed, "dropped": listing.dropped,
+                                   "checkpoint": args.checkpoint, "data_root": args.data_root,
                                    "world_size": ctx.world_size})
         for line in report_lines(summary):
             print(line)

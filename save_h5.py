@@ -1,12 +1,13 @@
 """Explain every validation image's label class into an HDF5 store, for ABPC.py.
 
     python save_h5.py --method agcam --save_root ./saveroot --data_root ./ILSVRC
+    python save_h5.py --dataset cub --data_root ./CUB --checkpoint cub_vit/model.pth
 
-Writes ``<save_root>/ILSVRC_<method>.hdf5``: per image the label, the resized image before
-normalisation (uint8) and the raw map of the label class, from which the released heatmap is
-recomputed exactly (``--layout released`` writes the authors' float32 layout instead). Running the
-same command after an interruption (Ctrl-C, ``kill -9``) continues where it stopped. Several
-processes: ``torchrun --nproc_per_node N save_h5.py ...``. See README.md (Faithfulness: ABPC).
+Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``): per
+image the label, the resized image before normalisation (uint8) and the raw map of the label
+class, from which the released heatmap is recomputed exactly (``--layout released`` writes the
+authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
+``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N save_h5.py ...``. See README.md (Faithfulness: ABPC).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import argparse
 import os
 import sys
 
-from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
-                       samples_from_args, script_entry, start_run)
+from agcam.cli import (UsageError, add_dataset_args, add_method_arg, add_model_args, add_run_args,
+                       check_run_args, dataset_from_args, samples_from_args, script_entry,
+                       start_run)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 LAYOUTS = ("compact", "released")
@@ -23,14 +25,17 @@ LAYOUTS = ("compact", "released")
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        "save_h5", description="Explain the label class of every ILSVRC val image and store "
-        "images, labels and maps in <save_root>/ILSVRC_<method>.hdf5 for ABPC.py.")
+        "save_h5", description="Explain the label class of every image of the data set and "
+        "store images, labels and maps in <save_root>/<ILSVRC|VOC|CUB>_<method>.hdf5 for "
+        "ABPC.py.")
     add_method_arg(parser)
+    add_dataset_args(parser)
     parser.add_argument("--save_root", default="./saveroot",
                         help="folder of the HDF5 file, created if missing (default: ./saveroot)")
     parser.add_argument("--data_root", default=None,
                         help="ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val "
-                             "(default: the small set in samples/ILSVRC)")
+                             "(default: the small set in samples/ILSVRC); for voc the folder "
+                             "holding VOCdevkit/, for cub the one holding CUB_200_2011/")
     parser.add_argument("--layout", default="compact", choices=LAYOUTS,
                         help="compact: our resumable uint8 + raw-map layout (default); "
                              "released: the authors' float32 groups image/cam/label")
@@ -47,23 +52,28 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.data import ValDataset
+    from agcam.datasets import ValDataset
     from agcam.registry import get_explainer
     from agcam.export import export_store, store_meta
     from agcam.store import store_path
 
     check_args(args)
-    samples = samples_from_args(args, SAMPLES_ROOT)
+    spec = dataset_from_args(args)
+    listing = samples_from_args(args, SAMPLES_ROOT)
+    samples = listing.samples
     try:
         os.makedirs(args.save_root, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--save_root {args.save_root}: cannot be created "
                          f"({exc.strerror})") from None
-    ctx, model = start_run(args)
+    ctx, model = start_run(args, spec)
     try:
+        if ctx.is_main:
+            print(listing.describe(), flush=True)
         explainer = get_explainer(args.method, model)
-        path = store_path(args.save_root, args.method)
-        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size)
+        path = store_path(args.save_root, args.method, spec.prefix)
+        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size,
+                          dataset=spec.name)
         stats = export_store(explainer, ValDataset(samples, model, keep_image=True), path,
                              args.layout, meta, ctx=ctx, num_workers=args.num_workers,
                              progress=not args.no_progress)

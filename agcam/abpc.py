@@ -215,15 +215,19 @@ def merge_curves(parts: Sequence[Curves]) -> Curves:
                   indices=[indices[i] for i in order])
 
 
-def summarize(curves: Curves, method: str) -> Dict[str, object]:
+def summarize(curves: Curves, method: str, dataset: str = "ilsvrc", prefix: str = "ILSVRC"
+              ) -> Dict[str, object]:
     """The released summaries: mean curves, AUC(LeRF), AUC(MoRF) (means over steps of the means
-    over images) and ABPC (mean over images and steps of LeRF - MoRF)."""
+    over images) and ABPC (mean over images and steps of LeRF - MoRF). ``dataset`` and its file
+    ``prefix`` name the outputs (:func:`output_paths`)."""
     if curves.num_images == 0:
         raise ValueError("no images to summarise")
     lerf_curve = curves.lerf.mean(axis=0)
     morf_curve = curves.morf.mean(axis=0)
     return {
         "method": method,
+        "dataset": dataset,
+        "prefix": prefix,
         "num_images": curves.num_images,
         "steps": [float(s) for s in curves.steps],
         "lerf": [float(v) for v in lerf_curve],
@@ -247,19 +251,20 @@ def report_lines(summary: Dict[str, object]) -> List[str]:
     return lines
 
 
-def output_paths(directory: str, method: str) -> Dict[str, str]:
-    stem = os.path.join(directory, f"ILSVRC_{method}_ABPC")
+def output_paths(directory: str, method: str, prefix: str = "ILSVRC") -> Dict[str, str]:
+    stem = os.path.join(directory, f"{prefix}_{method}_ABPC")
     return {kind: f"{stem}.{kind}" for kind in ("txt", "json", "csv", "png")}
 
 
 def write_report(directory: str, summary: Dict[str, object]) -> List[str]:
-    """``--file True``: ``ILSVRC_<method>_ABPC.txt`` (the printed report) and ``.json``."""
-    paths = output_paths(directory, str(summary["method"]))
+    """``--file True``: ``<prefix>_<method>_ABPC.txt`` (the printed report) and ``.json``."""
+    paths = output_paths(directory, str(summary["method"]), str(summary.get("prefix", "ILSVRC")))
     with open(paths["txt"], "w") as handle:
         handle.write("\n".join(report_lines(summary)) + "\n")
-    keys = ("method", "num_images", "steps", "lerf", "morf", "auc_lerf", "auc_morf", "abpc")
+    keys = ("method", "dataset", "num_images", "steps", "lerf", "morf", "auc_lerf", "auc_morf",
+            "abpc")
     with open(paths["json"], "w") as handle:
-        json.dump({k: summary[k] for k in keys}, handle, indent=2)
+        json.dump({k: summary[k] for k in keys if k in summary}, handle, indent=2)
         handle.write("\n")
     return [paths["txt"], paths["json"]]
 
@@ -267,7 +272,7 @@ def write_report(directory: str, summary: Dict[str, object]) -> List[str]:
 def write_csv(directory: str, curves: Curves, summary: Dict[str, object]) -> List[str]:
     """``--csv True``: one row per image (name, label, LeRF and MoRF per step, ABPC) and a PNG of
     the mean curves with the area between them shaded."""
-    paths = output_paths(directory, str(summary["method"]))
+    paths = output_paths(directory, str(summary["method"]), str(summary.get("prefix", "ILSVRC")))
     steps = [f"{s:.1f}" for s in curves.steps]
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from agcam.abpc import LERF, MORF, NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
-from agcam.data import normalize_images
+from agcam.datasets.common import normalize_images
 from agcam.store import heatmaps_from_maps
 from models.vit import model_geometry
 

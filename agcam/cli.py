@@ -145,21 +145,58 @@ def check_run_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--limit {args.limit}: must be at least 1")
 
 
+def add_dataset_args(parser: argparse.ArgumentParser, split: bool = True) -> None:
+    """``--dataset`` and (with ``split``) ``--split``."""
+    from agcam.datasets import DATASETS
+    parser.add_argument("--dataset", default="ilsvrc",
+                        help=f"data set: {', '.join(DATASETS)} (default: ilsvrc, the paper's "
+                             "Table 1; voc and cub need a fine-tuned --checkpoint)")
+    if split:
+        parser.add_argument("--split", default=None,
+                            help="split to evaluate (default: val for ilsvrc and voc, test for "
+                                 "cub)")
+
+
+def dataset_from_args(args: argparse.Namespace):
+    """The :class:`agcam.datasets.DatasetSpec` that ``--dataset`` names (UsageError otherwise)."""
+    from agcam.datasets import get_dataset
+    return get_dataset(getattr(args, "dataset", "ilsvrc"))
+
+
 def samples_from_args(args: argparse.Namespace, default_root: str):
-    """The samples under ``--data_root`` (default: the bundled set at ``default_root``)."""
-    from agcam.data import find_samples
+    """The :class:`agcam.datasets.Listing` of ``--dataset``'s ``--split`` under ``--data_root``
+    (for ILSVRC, default: the bundled set at ``default_root``); sets ``args.split``."""
+    from agcam.datasets import list_split
+    spec = dataset_from_args(args)
     if args.data_root is None:
+        if spec.name != "ilsvrc":
+            raise UsageError(f"--data_root not given: pass --data_root DIR, {spec.root_help}")
         if not os.path.isdir(default_root):
             raise UsageError(f"--data_root not given and the bundled sample set {default_root} "
                              "is not there; pass --data_root DIR, the ILSVRC root holding "
                              "Data/CLS-LOC/val and Annotations/CLS-LOC/val")
         args.data_root = default_root
-    return find_samples(args.data_root, limit=args.limit)
+    listing = list_split(spec, args.data_root, args.split, limit=args.limit)
+    args.split = listing.split
+    return listing
 
 
-def start_run(args: argparse.Namespace):
+def check_head(model, spec, args: argparse.Namespace) -> None:
+    """The model's head must have one output per class of the data set."""
+    classes = getattr(model, "num_classes", None)
+    if classes == spec.num_classes:
+        return
+    source = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--model {args.model}"
+    hint = "" if spec.train_split is None else \
+        f"; fine-tune one with: python -m agcam.finetune --dataset {spec.name}"
+    raise UsageError(f"{source}: the model's head has {classes} classes, --dataset {spec.name} "
+                     f"has {spec.num_classes}{hint}")
+
+
+def start_run(args: argparse.Namespace, spec=None):
     """The common start of a data script: process group (under torchrun; one process otherwise),
-    arguments printed by rank 0, seed, model. Returns ``(ctx, model)``; the caller ends with
+    arguments printed by rank 0, seed, model (its head checked against the data set ``spec``
+    when given). Returns ``(ctx, model)``; the caller ends with
     ``agcam.distributed.cleanup(ctx)``."""
     from agcam import distributed
     ctx = distributed.init_distributed(resolve_device(args.device))
@@ -168,6 +205,8 @@ def start_run(args: argparse.Namespace):
             print_args(args)
         seed_everything(args.seed)
         model = model_from_args(args, ctx.device)
+        if spec is not None:
+            check_head(model, spec, args)
     except BaseException:
         distributed.cleanup(ctx)
         raise

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from agcam.data import ValDataset, collate
+from agcam.datasets.common import ValDataset, collate
 from agcam.distributed import DistContext, broadcast_from_main, gather_to_main
 from agcam.explainer import Explainer
 from agcam.store import PARTIAL_SUFFIX, StoreError, StoreMeta, StoreWriter, open_writer
@@ -143,7 +143,7 @@ def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: s
 
 def store_meta(method: str, model: torch.nn.Module, model_name: str,
                checkpoint: Optional[str], batch_size: int,
-               checkpoint_sha256: Optional[str] = None) -> StoreMeta:
+               checkpoint_sha256: Optional[str] = None, dataset: str = "ilsvrc") -> StoreMeta:
     """The self-description of a store written with ``model``."""
     import timm
 
@@ -156,5 +156,5 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
                      std=tuple(geometry.std), batch_size=int(batch_size),
                      checkpoint=os.path.basename(checkpoint) if checkpoint else "",
                      checkpoint_sha256=digest, timm_version=timm.__version__,
-                     torch_version=str(torch.__version__))
+                     torch_version=str(torch.__version__), dataset=dataset)
 

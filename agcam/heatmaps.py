@@ -49,7 +49,7 @@ def parse_class(text: str, num_classes: int = 1000) -> int:
     elif num_classes != 1000:
         raise ValueError(f"class {text!r}: this model has {num_classes} classes; give an index")
     elif re.fullmatch(r"n\d{8}", text):
-        from agcam.data import wnid_to_index  # the class index the data sets use
+        from agcam.datasets.ilsvrc import wnid_to_index  # the class index the data sets use
         try:
             index = wnid_to_index(text)
         except KeyError:

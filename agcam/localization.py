@@ -1,4 +1,4 @@
-"""Weakly-supervised localization on ILSVRC 2012 val: the evaluation loop under ``localization.py``.
+"""Weakly-supervised localization (ILSVRC, VOC, CUB): the evaluation loop under ``localization.py``.
 
 For every image the model classifies correctly (as released: the map of a wrong prediction
 explains another class), the raw map of the predicted class is upsampled to the input size,
@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from agcam.boxes import boxes_to_mask, heatmap_to_boxes
-from agcam.data import Sample
+from agcam.datasets.common import Sample
 from agcam.explainer import Explainer
 from agcam.maps import to_heatmap
 from agcam.metrics import METRICS, localization_metrics, confusion_counts, mean_metric
@@ -111,7 +111,7 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
              thresholds: Sequence[float], progress: bool = True, total: Optional[int] = None,
              timer: Optional[Timer] = None, warn=None, overlap: bool = True
              ) -> List[ImageResult]:
-    """Localize every image ``loader`` yields (batches of :func:`agcam.data.collate`).
+    """Localize every image ``loader`` yields (batches of :func:`agcam.datasets.common.collate`).
 
     Returns one :class:`ImageResult` per image, in ``index`` order. Unreadable images are
     reported through ``warn`` (default: a line on stderr) and kept as ``unreadable``; those the
@@ -238,20 +238,22 @@ def _json_number(value: float) -> Optional[float]:
 
 def write_outputs(output_dir: str, results: Sequence[ImageResult], summary: Dict[str, Any],
                   thresholds: Sequence[float]) -> Dict[str, str]:
-    """``localization_<method>.csv`` (one row per image) and ``localization_<method>.json``."""
+    """``localization_<method>.csv`` (one row per image) and ``localization_<method>.json``; both
+    name the data set (``summary["dataset"]``, default ``ilsvrc``)."""
     os.makedirs(output_dir, exist_ok=True)
     method = summary["method"]
+    dataset = summary.get("dataset", "ilsvrc")
     csv_path = os.path.join(output_dir, f"localization_{method}.csv")
     json_path = os.path.join(output_dir, f"localization_{method}.json")
     keys = [threshold_key(t) for t in thresholds]
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "label", "prediction", "counted"]
+        writer.writerow(["dataset", "name", "label", "prediction", "counted"]
                         + [f"{metric}@{key}" for key in keys for metric in METRICS])
         for r in sorted(results, key=lambda r: r.index):
             values = [repr(v) for key in keys for v in r.metrics[key]] if r.counted else \
                 [""] * (len(keys) * len(METRICS))
-            writer.writerow([r.name, r.label, "" if r.prediction is None else r.prediction,
+            writer.writerow([dataset, r.name, r.label, "" if r.prediction is None else r.prediction,
                              int(r.counted)] + values)
     clean = dict(summary)
     clean["results"] = {key: {m: _json_number(v) for m, v in means.items()}

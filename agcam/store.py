@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from agcam.errors import UsageError
-from agcam.data import normalize_images
+from agcam.datasets.common import normalize_images
 from agcam.maps import to_heatmap
 
 FORMAT = "agcam-abpc-store"
@@ -70,9 +70,14 @@ class StoreError(UsageError):
     """The HDF5 store is missing, unreadable, of another run or incomplete (exit code 2)."""
 
 
-def store_path(save_root: str, method: str) -> str:
-    """``<save_root>/ILSVRC_<method>.hdf5``, the released file name."""
-    return os.path.join(save_root, f"ILSVRC_{method}.hdf5")
+#: the data sets' file-name prefixes (``agcam.datasets.DatasetSpec.prefix``)
+PREFIXES = ("ILSVRC", "VOC", "CUB")
+
+
+def store_path(save_root: str, method: str, prefix: str = "ILSVRC") -> str:
+    """``<save_root>/<prefix>_<method>.hdf5``: ``ILSVRC_<method>.hdf5`` is the released file name,
+    ``VOC_<method>.hdf5`` and ``CUB_<method>.hdf5`` name the other two data sets."""
+    return os.path.join(save_root, f"{prefix}_{method}.hdf5")
 
 
 def heatmaps_from_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -118,6 +123,8 @@ class StoreMeta:
     timm_version: str = ""
     torch_version: str = ""
     layout: str = "compact"
+    #: the data set (``--dataset``); empty in files written before it was recorded
+    dataset: str = ""
 
     def attrs(self) -> Dict[str, object]:
         out = {"format": FORMAT, "format_version": FORMAT_VERSION, "heatmap": HEATMAP_RECIPE}
@@ -143,7 +150,7 @@ class StoreMeta:
                    batch_size=int(attrs["batch_size"]), checkpoint=text("checkpoint"),
                    checkpoint_sha256=text("checkpoint_sha256"),
                    timm_version=text("timm_version"), torch_version=text("torch_version"),
-                   layout=text("layout", "compact"))
+                   layout=text("layout", "compact"), dataset=text("dataset", ""))
 
     def differences(self, other: "StoreMeta") -> List[str]:
         """The settings in which ``other`` differs (those that change the stored values)."""
@@ -548,7 +555,8 @@ class StoreReader:
         """The method the file records, else the one its released name says, else ``None``."""
         if self.meta is not None and self.meta.method:
             return self.meta.method
-        match = re.fullmatch(r"ILSVRC_(.+)\.hdf5", os.path.basename(self.path))
+        match = re.fullmatch(rf"(?:{'|'.join(PREFIXES)})_(.+)\.hdf5",
+                             os.path.basename(self.path))
         return match.group(1) if match else None
 
     def check_complete(self) -> None:
@@ -574,7 +582,7 @@ class StoreReader:
 
     def _read(self, rows: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(images, heatmaps)`` of ``rows``: uint8 images (compact layout) or the released float
-        ones in [0, 1], both as :func:`agcam.data.normalize_images` takes them."""
+        ones in [0, 1], both as :func:`agcam.datasets.common.normalize_images` takes them."""
         f = self._file
         if self.layout == "compact":
             lo, hi = rows[0], rows[-1] + 1

@@ -83,9 +83,16 @@ def read_state_dict(path: str) -> dict:
     return _unwrap_state_dict(obj, path)
 
 
-def load_checkpoint(model: nn.Module, path: str) -> None:
+def head_classes(state_dict: dict, classifier: str = "head") -> Optional[int]:
+    """The number of classes of a checkpoint's head (``<classifier>.weight`` rows), if it has
+    one."""
+    weight = state_dict.get(f"{classifier}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def load_checkpoint(model: nn.Module, path: str, state_dict: Optional[dict] = None) -> None:
     """Load a local checkpoint into ``model`` (strict: every key must match)."""
-    state_dict = read_state_dict(path)
+    state_dict = read_state_dict(path) if state_dict is None else state_dict
     if isinstance(model, VisionTransformer):
         # timm's own conversion of older ViT checkpoints (e.g. the 0.6.12-era jx file).
         try:
@@ -115,8 +122,18 @@ def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
     """Create a timm ViT with a class token, in eval mode.
 
     Weights: from ``checkpoint`` when given; else, with ``pretrained``, through timm's pretrained
-    mechanism (Hugging Face hub download and cache); else random (tests).
+    mechanism (Hugging Face hub download and cache); else random (tests). The number of classes
+    is the checkpoint's head's (a fine-tuned VOC or CUB model), unless ``num_classes`` is given.
     """
+    state_dict = read_state_dict(checkpoint) if checkpoint is not None else None
+    if state_dict is not None and "num_classes" not in kwargs:
+        try:
+            classifier = timm.models.get_pretrained_cfg(name).classifier or "head"
+        except Exception:  # an unknown name is reported by create_model below
+            classifier = "head"
+        classes = head_classes(state_dict, classifier)
+        if classes is not None:
+            kwargs["num_classes"] = classes
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except RuntimeError as exc:
@@ -128,7 +145,7 @@ def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
     except Exception as exc:  # network, hub or cache errors come in many types
         raise _weights_unavailable(name, exc) from None
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        load_checkpoint(model, checkpoint, state_dict)
     if getattr(model, "cls_token", None) is None:
         raise ModelError(f"--model {name}: has no class token; AGCAM explains the class-token row")
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):

@@ -16,7 +16,7 @@ from agcam.abpc import (NUM_STEPS, STEPS, Curves, abpc_curves, perturb, pixel_co
                         removal_mask, summarize)
 from agcam.bench_abpc import bench_abpc
 from agcam.cli import script_entry
-from agcam.data import ValDataset, find_samples
+from agcam.datasets import ValDataset, find_samples
 from agcam.store import CompactWriter, StoreMeta, heatmaps_from_maps, open_store
 from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
                             PROBABILITY_ALLOWANCE)
@@ -195,8 +195,8 @@ def test_script_prints_and_writes_the_released_numbers(tmp_path, capsys, golden_
     assert f"AUC(LeRF): {expected['auc_lerf']:.6f}" in out
     assert f"AUC(MoRF): {expected['auc_morf']:.6f}" in out
     saved = json.loads((tmp_path / "ILSVRC_rollout_ABPC.json").read_text())
-    assert set(saved) == {"method", "num_images", "steps", "lerf", "morf", "auc_lerf",
-                          "auc_morf", "abpc"}
+    assert set(saved) == {"method", "dataset", "num_images", "steps", "lerf", "morf",
+                          "auc_lerf", "auc_morf", "abpc"}
     assert saved["num_images"] == 6 and len(saved["lerf"]) == NUM_STEPS
     for key in ("abpc", "auc_lerf", "auc_morf"):
         assert abs(saved[key] - expected[key]) <= TOLERANCE

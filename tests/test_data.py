@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agcam.data import (IMAGENET_WNIDS, DataError, ValDataset, collate, find_samples, gt_boxes,
+from agcam.datasets import (IMAGENET_WNIDS, DataError, ValDataset, collate, find_samples, gt_boxes,
                         make_loader, wnid_to_index)
 from agcam.distributed import shard_indices
 from models.vit import build_transform, load_image

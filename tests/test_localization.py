@@ -12,7 +12,7 @@ import pytest
 
 import localization as script
 from agcam.cli import script_entry
-from agcam.data import ValDataset, find_samples, make_loader
+from agcam.datasets import ValDataset, find_samples, make_loader
 from agcam.registry import get_explainer
 from agcam.localization import evaluate, summarize
 from agcam.metrics import METRICS
@@ -109,7 +109,7 @@ def test_released_maps_give_the_released_numbers_to_the_bit(golden_reference, go
                                                             method, maps):
     """The boxes and metrics alone, on the released maps (LRP's float-sensitive images too)."""
     import torch
-    from agcam.data import gt_boxes
+    from agcam.datasets import gt_boxes
     from agcam.localization import localize_batch, threshold_key
     from agcam.maps import to_heatmap
     from agcam.metrics import mean_metric
@@ -134,7 +134,7 @@ def test_released_maps_give_the_released_numbers_to_the_bit(golden_reference, go
 @pytest.mark.parametrize("solution_csv", [False, True])
 def test_official_flat_layout_gives_identical_numbers(tmp_path, golden_model, golden_runs,
                                                       solution_csv):
-    from agcam.data import IMAGENET_WNIDS
+    from agcam.datasets import IMAGENET_WNIDS
     root = make_flat_layout(tmp_path / "ILSVRC", solution_csv=solution_csv,
                             xml_wnid=IMAGENET_WNIDS[7] if solution_csv else None)
     results, summary = localize(golden_model, root, "agcam", batch_size=3)

@@ -36,7 +36,8 @@ def test_notebook_is_committed_without_outputs():
 
 
 def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch):
-    pytest.importorskip("agcam.data", reason="the notebook reads samples/ILSVRC with agcam.data")
+    pytest.importorskip("agcam.datasets",
+                        reason="the notebook reads samples/ILSVRC with agcam.datasets")
     pytest.importorskip("agcam.boxes", reason="the box panels need agcam.boxes")
     _kernel_in_this_interpreter(tmp_path, monkeypatch)
     monkeypatch.setenv("AGCAM_MODEL", GOLDEN_MODEL_NAME)

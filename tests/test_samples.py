@@ -14,8 +14,8 @@ ILSVRC = SAMPLES / "ILSVRC"
 
 @pytest.fixture(scope="module")
 def samples():
-    data = pytest.importorskip("agcam.data", reason="agcam.data (the dataset code of the "
-                                                    "localization issue) is not there yet")
+    data = pytest.importorskip("agcam.datasets", reason="agcam.datasets (the dataset code of "
+                                                         "the localization issue) is not there")
     return data.find_samples(str(ILSVRC))
 
 
