@@ -47,7 +47,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.data import ValDataset
+    from agcam.decode import make_dataset
     from agcam.registry import get_explainer
     from agcam.export import export_store, store_meta
     from agcam.store import store_path
@@ -61,10 +61,12 @@ def main(args: argparse.Namespace) -> int:
                          f"({exc.strerror})") from None
     ctx, model = start_run(args)
     try:
-        explainer = get_explainer(args.method, model)
+        explainer = get_explainer(args.method, model, precision=args.precision)
         path = store_path(args.save_root, args.method)
-        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size)
-        stats = export_store(explainer, ValDataset(samples, model, keep_image=True), path,
+        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size,
+                          precision=args.precision)
+        stats = export_store(explainer, make_dataset(samples, model, keep_image=True,
+                                                     decode=args.decode), path,
                              args.layout, meta, ctx=ctx, num_workers=args.num_workers,
                              progress=not args.no_progress)
         if stats is None:

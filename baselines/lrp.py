@@ -263,6 +263,11 @@ class TransformerAttribution(Explainer):
             pooling or DeiT's distilled heads; any number of prefix tokens; layer scale allowed).
     """
 
+    #: bf16 is refused: see :attr:`refusal`
+    precisions = ("fp32", "tf32")
+    refusal = ("its relevance rules divide by sums near zero, which bfloat16 rounding breaks "
+               "(maps uncorrelated with float32's)")
+
     def __init__(self, model: nn.Module):
         super().__init__(model)
         _check_supported(model)
