@@ -18,10 +18,13 @@ from agcam.bench_abpc import bench_abpc
 from agcam.cli import script_entry
 from agcam.data import ValDataset, find_samples
 from agcam.store import CompactWriter, StoreMeta, heatmaps_from_maps, open_store
-from tests.conftest import GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
+                            PROBABILITY_ALLOWANCE)
 
 METHODS = ("agcam", "lrp", "rollout")
-TOLERANCE = 1e-5
+#: the same images and removed pixels as the released run: only the float32 forward's rounding of
+#: the probability differs (tests/conftest.py); summaries are means of such values
+TOLERANCE = PROBABILITY_ALLOWANCE
 MEAN = STD = (0.5, 0.5, 0.5)
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
               "cpu", "--no_progress"]

@@ -16,9 +16,8 @@ from agcam.data import ValDataset, find_samples, make_loader
 from agcam.registry import get_explainer
 from agcam.localization import evaluate, summarize
 from agcam.metrics import METRICS
-from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
-                            LRP_END_TO_END_TOLERANCE, LRP_UNSTABLE, ROOT,
-                            require_method)
+from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, PAPER_MAPS, ROOT,
+                            heatmap_bands, require_method, threshold_is_determined)
 from tests.test_data import ANN, VAL, make_flat_layout
 
 THRESHOLDS = (0.5, 0.3)
@@ -53,9 +52,28 @@ def run_script(argv):
     return script_entry(script.get_args_parser, script.main)(list(map(str, argv)))
 
 
+def determined_images(golden_reference64, golden_map_bounds, method, counted, threshold):
+    """The counted images whose box float32 rounding cannot move (tests.conftest.heatmap_bands
+    and threshold_is_determined), from the released float64 maps and the float32 bounds."""
+    maps64 = golden_reference64[PAPER_MAPS[method] + "64"][counted]
+    heatmaps, delta = heatmap_bands(maps64, golden_map_bounds(method)[counted], (224, 224))
+    return [i for k, i in enumerate(counted)
+            if threshold_is_determined(heatmaps[k], delta[k], threshold)]
+
+
 @pytest.mark.parametrize("threshold", THRESHOLDS)
 @pytest.mark.parametrize("method", ["agcam", "rollout", "lrp"])
-def test_reproduces_released_localization(golden_runs, golden_json, method, threshold):
+def test_reproduces_released_localization(golden_runs, golden_json, golden_reference64,
+                                          golden_map_bounds, method, threshold):
+    """Every image whose box float32 rounding cannot move gives the released numbers to the bit.
+
+    Which those are follows from the float32 bounds of tests/conftest.py. For AGCAM and Rollout,
+    whose bound is a stated constant, they are a property of the fixture, the same on any CPU
+    (AGCAM: 3 of 5 images at 0.5, all 5 at 0.3; Rollout: 4 at 0.5, 3 at 0.3). For LRP, whose
+    bound is this machine's own float32-vs-float64 spread, they are the images that float32
+    leaves alone here. The others are checked for a valid result only; their float64 maps are
+    exact (tests/test_exactness.py).
+    """
     results, summary = golden_runs(method)
     key = f"{method}@{threshold}"
     expected_means = golden_json["localization"][key]
@@ -63,19 +81,23 @@ def test_reproduces_released_localization(golden_runs, golden_json, method, thre
     assert summary["num_images"] == expected_means["num_img"] == 5
     assert summary["skipped"] == summary["misclassified"] == 1
     assert [r.name for r in results] == golden_json["names"]
-    images = [i for i in range(len(results)) if not (method == "lrp" and i in LRP_UNSTABLE)]
-    for i in images:
-        expected = expected_images[i]
+    counted = [i for i, expected in enumerate(expected_images) if expected is not None]
+    assert counted == [0, 1, 2, 3, 4]
+    determined = determined_images(golden_reference64, golden_map_bounds, method, counted,
+                                   threshold)
+    if method != "lrp":
+        assert len(determined) >= 3, determined
+    for i, expected in enumerate(expected_images):
         if expected is None:
             assert not results[i].counted
             assert results[i].prediction == golden_json["predictions"][i]
             continue
         assert results[i].counted
         actual = results[i].metrics[repr(threshold)]
-        tolerance = LRP_END_TO_END_TOLERANCE if method == "lrp" else TOLERANCE
-        for j, metric in enumerate(METRICS):
-            assert abs(actual[j] - expected[metric]) < tolerance, (i, metric)
-    if method != "lrp":   # LRP's means include the two float-sensitive images
+        assert all(0.0 <= value <= 1.0 for value in actual)
+        if i in determined:
+            assert actual == [expected[metric] for metric in METRICS], (i, actual)
+    if determined == counted:
         for metric in METRICS:
             assert abs(summary["results"][repr(threshold)][metric]
                        - expected_means[metric]) < TOLERANCE, metric
@@ -137,10 +159,11 @@ def test_script_prints_and_writes_the_released_numbers(tmp_path, capsys, golden_
     assert code == 0
     printed = capsys.readouterr().out.splitlines()
     assert "number of images: 5" in printed
-    start = printed.index("threshold: 0.5")
-    expected = golden_json["localization"]["agcam@0.5"]
+    # At 0.3 float32 rounding cannot move any AGCAM box (test_reproduces_released_localization)
+    start = printed.index("threshold: 0.3")
+    expected = golden_json["localization"]["agcam@0.3"]
     assert printed[start + 1:start + 6] == [f"{m}: {expected[m]:.4f}" for m in METRICS]
-    assert "threshold: 0.3" in printed
+    assert "threshold: 0.5" in printed
     summary = json.loads((out / "localization_agcam.json").read_text())
     assert {"method", "model", "num_images", "skipped", "results"} <= set(summary)
     assert (summary["method"], summary["model"]) == ("agcam", GOLDEN_MODEL_NAME)
