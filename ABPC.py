@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, dataset_from_args, script_entry,
-                       start_run, str2bool)
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
+                       dataset_from_args, script_entry, start_run, str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument("--batch_size", type=int, default=64,
                         help="perturbed images per forward pass (default: 64)")
+    add_precision_arg(parser)
     parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -93,6 +94,10 @@ def check_model(store, model, args: argparse.Namespace) -> None:
     if meta is not None and meta.model and meta.model != args.model:
         print(f"warning: {store.path} was written with --model {meta.model}; evaluating with "
               f"{args.model}", file=sys.stderr)
+    written_at = meta.precision if meta is not None else "fp32"   # the authors' files: fp32
+    if written_at != args.precision:
+        print(f"warning: {store.path} holds maps computed at precision {written_at}; scoring "
+              f"them at --precision {args.precision}", file=sys.stderr)
     if meta is not None and not (np.allclose(meta.mean, geometry.mean)
                                  and np.allclose(meta.std, geometry.std)):
         print(f"warning: {store.path} was written with mean {meta.mean} / std {meta.std}; the "
@@ -117,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
             skipped = int((~store.valid).sum())
             curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std,
                                                       indices),
-                                 batch_size=args.batch_size,
+                                 batch_size=args.batch_size, precision=args.precision,
                                  progress=ctx.is_main and not args.no_progress,
                                  total=int(store.valid[indices].sum()))
             parts = distributed.gather_to_main([curves], ctx)

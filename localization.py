@@ -66,7 +66,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.datasets import ValDataset, make_loader
+    from agcam.datasets import make_loader
+    from agcam.decode import collate_for, decoded_batches, make_dataset
     from agcam.registry import get_explainer
     from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
 
@@ -78,11 +79,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         if ctx.is_main:
             print(listing.describe(), flush=True)
-        explainer = get_explainer(args.method, model)
-        dataset = ValDataset(samples, model, keep_image=False)
+        explainer = get_explainer(args.method, model, precision=args.precision)
+        dataset = make_dataset(samples, model, keep_image=False, decode=args.decode)
         loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                              rank=ctx.rank, world_size=ctx.world_size,
-                             pin_memory=ctx.device.type == "cuda")
+                             pin_memory=ctx.device.type == "cuda",
+                             collate_fn=collate_for(dataset))
+        loader = decoded_batches(loader, dataset, ctx.device)
         timer = Timer()
         results = evaluate(explainer, loader, samples, args.threshold,
                            progress=ctx.is_main and not args.no_progress,
@@ -95,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
                             extra={"dataset": spec.name, "split": listing.split,
                                    "listed": listing.listed, "dropped": listing.dropped,
                                    "checkpoint": args.checkpoint, "data_root": args.data_root,
-                                   "world_size": ctx.world_size})
+                                   "world_size": ctx.world_size, "precision": args.precision,
+                                   "decode": args.decode})
         for line in report_lines(summary):
             print(line)
         if summary["num_images"] == 0:

@@ -52,7 +52,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.datasets import ValDataset
+    from agcam.decode import make_dataset
     from agcam.registry import get_explainer
     from agcam.export import export_store, store_meta
     from agcam.store import store_path
@@ -70,11 +70,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         if ctx.is_main:
             print(listing.describe(), flush=True)
-        explainer = get_explainer(args.method, model)
+        explainer = get_explainer(args.method, model, precision=args.precision)
         path = store_path(args.save_root, args.method, spec.prefix)
         meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size,
-                          dataset=spec.name)
-        stats = export_store(explainer, ValDataset(samples, model, keep_image=True), path,
+                          dataset=spec.name, precision=args.precision)
+        stats = export_store(explainer, make_dataset(samples, model, keep_image=True,
+                                                     decode=args.decode), path,
                              args.layout, meta, ctx=ctx, num_workers=args.num_workers,
                              progress=not args.no_progress)
         if stats is None:

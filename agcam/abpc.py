@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agcam.precision import precision as precision_context
 from models.inference import class_token_logits
 
 NUM_STEPS = 11
@@ -76,8 +77,10 @@ class _ForwardQueue:
     """Collects perturbed images and runs the model on them ``batch_size`` at a time, writing
     each softmax probability of the label to ``(row, curve, step)`` of ``out``."""
 
-    def __init__(self, model: nn.Module, batch_size: int, out: Dict[int, np.ndarray]):
+    def __init__(self, model: nn.Module, batch_size: int, out: Dict[int, np.ndarray],
+                 precision: str = "fp32"):
         self.model = model
+        self.precision = precision
         self.batch_size = max(1, int(batch_size))
         self.out = out            # row -> [2, NUM_STEPS] float64
         self.images: List[torch.Tensor] = []
@@ -101,7 +104,7 @@ class _ForwardQueue:
         images = torch.cat(self.images) if len(self.images) > 1 else self.images[0]
         labels = torch.cat([t[0] for t in self.targets])
         where = [w for t in self.targets for w in t[1]]
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(self.precision, images.device.type):
             probs = class_token_logits(self.model, images[:count]).float().softmax(dim=1)
             chosen = probs.gather(1, labels[:count].to(probs.device)[:, None])[:, 0]
         for (row, curves, step), p in zip(where[:count], chosen.cpu().tolist()):
@@ -132,13 +135,15 @@ class Curves:
 
 
 def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
-                progress: bool = False, total: Optional[int] = None) -> Curves:
+                progress: bool = False, total: Optional[int] = None,
+                precision: str = "fp32") -> Curves:
     """LeRF and MoRF curves of every image in ``batches``.
 
     ``batches`` yields objects with ``names``, ``labels`` ``[B]``, ``images`` ``[B, 3, H, W]``
     (normalised model input) and ``heatmaps`` ``[B, H, W]`` (e.g.
     :meth:`agcam.store.StoreReader.batches`), and optionally ``indices``. ``batch_size`` is the
-    number of perturbed images per forward pass.
+    number of perturbed images per forward pass; ``precision`` that of the forward passes
+    (:mod:`agcam.precision`; the probabilities are float32 either way).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -148,7 +153,7 @@ def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
     names: List[str] = []
     labels: List[int] = []
     indices: List[int] = []
-    queue = _ForwardQueue(model, batch_size, out)
+    queue = _ForwardQueue(model, batch_size, out, precision)
     blank: Optional[torch.Tensor] = None
     bar = None
     if progress:
@@ -172,7 +177,7 @@ def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
             counts = pixel_counts(height * width)
             if blank is None:
                 # Step 1.0 removes every pixel: the same all-zero input for every image.
-                with torch.inference_mode():
+                with torch.inference_mode(), precision_context(precision, device.type):
                     blank = class_token_logits(
                         model, torch.zeros(1, 3, height, width, device=device, dtype=dtype)
                     ).float().softmax(dim=1)[0].cpu()

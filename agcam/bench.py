@@ -2,12 +2,17 @@
 
     python -m agcam.bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
                           [--methods agcam rollout lrp] [--abpc_images 8]
+                          [--device cuda] [--precision fp32|tf32|bf16]
 
 Random weights (nothing is downloaded). For every batch size the plain forward (``no_grad``,
 timm's own fused attention, what a user's inference costs) and every method are timed in turns
 within the same repeat, so the ratios compare runs made under the same machine load; the median
 of the repeats is reported. The ABPC stage is compared with the released procedure's cost, 22
 single-image forward passes per image, measured in the same run.
+
+``--precision`` runs the forward and every method at that precision (:mod:`agcam.precision`); a
+method that refuses it (LRP at bf16) is shown as ``refused``. The last table gives images per
+second, the figure to compare between machines.
 """
 from __future__ import annotations
 
@@ -19,8 +24,11 @@ from typing import Callable, Dict, List
 
 import torch
 
-from agcam.registry import available_methods, get_explainer
+from agcam.precision import PRECISIONS, precision as precision_context
+from agcam.registry import REGISTRY, available_methods, get_explainer
 from models.vit import create_model, model_geometry
+
+REFUSED = "refused"
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -34,14 +42,16 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], repeats: int,
-                  warmup: int = 1) -> Dict[str, float]:
-    """Median seconds per image of ``forward`` and of each method, timed in turns."""
+                  warmup: int = 1, precision: str = "fp32") -> Dict[str, float]:
+    """Median seconds per image of ``forward`` and of each method, timed in turns, at
+    ``precision`` (the methods that refuse it are left out)."""
     device = next(model.parameters()).device
     images = torch.randn(batch_size, 3, *model_geometry(model).input_size, device=device)
-    explainers = {name: get_explainer(name, model) for name in methods}
+    explainers = {name: get_explainer(name, model, precision=precision) for name in methods
+                  if precision in REGISTRY[name].precisions}
 
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), precision_context(precision, device.type):
             model(images)
 
     jobs = {"forward": forward}
@@ -63,7 +73,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=None,
                         help="default: every registered method")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="of the forward and every method (default: fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--abpc_images", type=int, default=8,
                         help="images for the ABPC benchmark (0 skips it)")
@@ -77,14 +89,30 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model = create_model(args.model, pretrained=False, device=device)
     methods = args.methods or list(available_methods())
-    print(f"model {args.model} (random weights), device {device}, "
-          f"torch threads {torch.get_num_threads()}, median of {args.repeats} repeats", flush=True)
-    print(f"{'batch':>5} {'what':>8} {'s/image':>9} {'x forward':>10}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"model {args.model} (random weights), device {device} ({name}), precision "
+          f"{args.precision}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"median of {args.repeats} repeats", flush=True)
+    print(f"{'batch':>5} {'what':>8} {'s/image':>9} {'images/s':>9} {'x forward':>10}")
+    table = {}
     for batch_size in args.batch_sizes:
-        result = bench_methods(model, batch_size, methods, args.repeats)
+        result = bench_methods(model, batch_size, methods, args.repeats,
+                               precision=args.precision)
+        table[batch_size] = result
         base = result["forward"]
-        for name, seconds in result.items():
-            print(f"{batch_size:>5} {name:>8} {seconds:>9.4f} {seconds / base:>10.2f}", flush=True)
+        for what, seconds in result.items():
+            print(f"{batch_size:>5} {what:>8} {seconds:>9.4f} {1 / seconds:>9.1f} "
+                  f"{seconds / base:>10.2f}", flush=True)
+        for what in methods:
+            if what not in result:
+                print(f"{batch_size:>5} {what:>8} {REFUSED:>9} (at {args.precision})")
+    print(f"\nimages/s at {args.precision} on {name}:")
+    columns = ["forward"] + methods
+    print(f"| batch | {' | '.join(columns)} |")
+    print("|" + " --- |" * (len(columns) + 1))
+    for batch_size, result in table.items():
+        cells = [f"{1 / result[c]:.1f}" if c in result else REFUSED for c in columns]
+        print(f"| {batch_size} | {' | '.join(cells)} |", flush=True)
     if args.abpc_images:
         try:
             from agcam.bench_abpc import bench_abpc
@@ -92,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
             print("ABPC benchmark not available")
         else:
             batch = max(args.batch_sizes)
-            res = bench_abpc(model, n_images=args.abpc_images, batch_size=batch)
+            with precision_context(args.precision, device.type):   # both sides alike
+                res = bench_abpc(model, n_images=args.abpc_images, batch_size=batch)
             print("ABPC: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in res.items()), flush=True)
     return 0

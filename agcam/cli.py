@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agcam.errors import EXIT_USAGE, UsageError
+from agcam.precision import DEFAULT_PRECISION, PRECISIONS
 from models.vit import DEFAULT_MODEL, ModelError, create_model
 
 
@@ -43,6 +44,23 @@ def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None,
                         help="cuda or cpu (default: cuda when available, else cpu)")
     return parser
+
+
+def add_precision_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help="fp32: exact, the released numbers (default); tf32: TF32 matrix "
+                             "products on CUDA; bf16: bfloat16 autocast, float32 maps (LRP "
+                             "refuses it); see README.md (GPU)")
+
+
+def check_precision_arg(method: str, precision: str) -> None:
+    """The method's refusal of ``--precision`` (LRP at bf16) as a usage error, before any work."""
+    from agcam.registry import REGISTRY
+    cls = REGISTRY.get(method)
+    if cls is not None and precision not in cls.precisions:
+        raise UsageError(f"--precision {precision}: {method} cannot run at {precision}"
+                         f"{': ' + cls.refusal if cls.refusal else ''}; use "
+                         f"{' or '.join(cls.precisions)}")
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -112,13 +130,36 @@ def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> No
                              "(default: agcam)")
 
 
+#: at most this many loader processes by default (more rarely helps and costs memory)
+MAX_DEFAULT_WORKERS = 16
+DECODERS = ("pil", "gpu")
+
+
+def default_num_workers() -> int:
+    """The CPU cores this process may use (``os.sched_getaffinity``), shared among the processes
+    of this machine under ``torchrun`` (``LOCAL_WORLD_SIZE``), at most 16, at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // local))
+
+
 def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
-    """``--batch_size``, ``--num_workers``, ``--limit``, ``--seed``, ``--no_progress``."""
+    """``--batch_size``, ``--num_workers``, ``--decode``, ``--precision``, ``--limit``,
+    ``--seed``, ``--no_progress``."""
     parser.add_argument("--batch_size", type=int, default=batch_size,
                         help=f"images per forward/backward pass (default: {batch_size})")
-    parser.add_argument("--num_workers", type=int, default=2,
+    parser.add_argument("--num_workers", type=int, default=None,
                         help="loader processes decoding images; 0 decodes in the main process "
-                             "(default: 2)")
+                             "(default: the CPU cores available, at most "
+                             f"{MAX_DEFAULT_WORKERS})")
+    parser.add_argument("--decode", default="pil", choices=DECODERS,
+                        help="pil: the released PIL decode and resize, exact (default); gpu: "
+                             "JPEGs decoded (nvJPEG) and resized (antialiased bilinear) on the "
+                             "model's device, faster, not bit-identical (see README.md, GPU)")
+    add_precision_arg(parser)
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N images, by name")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -137,8 +178,11 @@ def check_method(method: str) -> None:
 def check_run_args(args: argparse.Namespace) -> None:
     """The flags of :func:`add_run_args` (and ``--method``), before anything heavy starts."""
     check_method(args.method)
+    check_precision_arg(args.method, args.precision)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    if args.num_workers is None:
+        args.num_workers = default_num_workers()
     if args.num_workers < 0:
         raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
     if args.limit is not None and args.limit < 1:

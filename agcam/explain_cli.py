@@ -19,8 +19,9 @@ from typing import Dict, List, Sequence
 import torch
 from tqdm import tqdm
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, model_from_args, print_args,
-                       resolve_device)
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
+                       check_precision_arg, model_from_args, print_args, resolve_device)
+from agcam.precision import precision
 from agcam.registry import available_methods, get_explainer
 from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
                             top_k)
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_model_args(parser)
     parser.add_argument("--batch_size", type=int, default=8,
                         help="images explained together (default: 8)")
+    add_precision_arg(parser)
     return parser
 
 
@@ -95,12 +97,14 @@ def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
     methods = resolve_methods(args.method)
+    for method in methods:
+        check_precision_arg(method, args.precision)
     if args.target is not None and not args.target.strip().isdigit():
         _target(args.target, 1000)  # a misspelt name fails before the model is downloaded
     model = model_from_args(args, resolve_device(args.device))
     num_classes = num_classes_of(model)
     target = None if args.target is None else _target(args.target, num_classes)
-    explainers = {m: get_explainer(m, model) for m in methods}
+    explainers = {m: get_explainer(m, model, precision=args.precision) for m in methods}
     transform = build_transform(model)
     try:
         os.makedirs(args.out, exist_ok=True)
@@ -129,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
             if not batch:
                 continue
             images = torch.stack([transform(image) for _, _, image in batch])
-            tops = top_k(model, images)
+            with precision(args.precision, next(model.parameters()).device.type):
+                tops = top_k(model, images)      # the class the maps explain, at their precision
             heatmaps = {m: explain_heatmaps(explainers[m], images, target)[1] for m in methods}
             for i, (path, name, image) in enumerate(batch):
                 tqdm.write(format_top(path, tops[i], num_classes))

@@ -4,6 +4,11 @@
 on the model's patch grid, no upsampling or normalisation (see :mod:`agcam.maps` for those).
 ``target=None`` explains the predicted class; an int explains that class for every image; a
 sequence or tensor of B ints explains one class per image.
+
+Precision (:mod:`agcam.precision`): every method runs its forward and backward at the explainer's
+``precision`` (``fp32`` by default, exact; ``tf32``; ``bf16`` under autocast) and returns maps in
+the model's dtype. A method that cannot run at a precision lists only the others in
+``precisions`` and refuses it with a ``ValueError``.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from agcam.precision import DEFAULT_PRECISION, PRECISIONS, autocast_active, check_precision
+from agcam.precision import precision as precision_context
 from models.vit import model_geometry
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
@@ -24,10 +31,34 @@ class Explainer:
     name: str = ""
     #: whether the map depends on the target class (Rollout's does not)
     class_specific: bool = True
+    #: the precisions the method supports (:data:`agcam.precision.PRECISIONS`)
+    precisions: Tuple[str, ...] = PRECISIONS
+    #: why a precision is refused (the ``ValueError``'s reason), for the methods that refuse one
+    refusal: str = ""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
         self.model = model
         self.geometry = model_geometry(model)
+        self._precision = DEFAULT_PRECISION
+        self.precision = precision
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``tf32`` or ``bf16``: how :meth:`explain` runs the model (settable)."""
+        return getattr(self, "_precision", DEFAULT_PRECISION)
+
+    @precision.setter
+    def precision(self, mode: str) -> None:
+        self.check_supported(mode)
+        self._precision = mode
+
+    def check_supported(self, mode: str) -> None:
+        """``ValueError`` naming the method and the reason if it cannot run at ``mode``."""
+        check_precision(mode)
+        if mode not in self.precisions:
+            raise ValueError(f"{self.name or type(self).__name__} cannot run at precision "
+                             f"{mode}{': ' + self.refusal if self.refusal else ''}; use "
+                             f"{' or '.join(self.precisions)}")
 
     @property
     def device(self) -> torch.device:
@@ -40,16 +71,21 @@ class Explainer:
         expected = self.geometry.input_size
         if tuple(images.shape[-2:]) != tuple(expected):
             raise ValueError(f"images are {tuple(images.shape[-2:])} but the model takes {expected}")
-        images = images.to(self.device, dtype=next(self.model.parameters()).dtype)
+        dtype = next(self.model.parameters()).dtype
+        images = images.to(self.device, dtype=dtype)
         targets = resolve_target(target, images.shape[0], self.device)
         was_training = self.model.training
         self.model.eval()
         try:
-            predictions, maps = self._explain(images, targets)
+            with precision_context(self.precision, self.device.type):
+                if autocast_active(self.device.type):   # also a caller's own autocast
+                    self.check_supported("bf16")
+                predictions, maps = self._explain(images, targets)
         finally:
             self.model.train(was_training)
         grid_h, grid_w = self.geometry.grid
-        return predictions, maps.reshape(images.shape[0], grid_h, grid_w)
+        # Reduced-precision maps come back in the model's dtype (a no-op at fp32).
+        return predictions, maps.to(dtype).reshape(images.shape[0], grid_h, grid_w)
 
     __call__ = explain
 

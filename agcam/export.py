@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from agcam.datasets.common import ValDataset, collate
+from agcam.datasets.common import ValDataset, loader_options
+from agcam.decode import collate_for, decoded_batches
 from agcam.distributed import DistContext, broadcast_from_main, gather_to_main
 from agcam.explainer import Explainer
 from agcam.store import PARTIAL_SUFFIX, StoreError, StoreMeta, StoreWriter, open_writer
@@ -54,8 +55,12 @@ def explain_unit(explainer: Explainer, batch: dict) -> _UnitResult:
     grid_h, grid_w = explainer.geometry.grid
     maps = np.zeros((len(valid), grid_h, grid_w), dtype=np.float32)
     if valid.any():
-        keep = torch.from_numpy(valid)
-        _, raw = explainer.explain(batch["input"][keep], target=batch["label"][keep])
+        inputs = batch["input"].to(explainer.device, non_blocking=True)  # pinned: overlaps
+        labels = batch["label"]
+        if not valid.all():
+            keep = torch.from_numpy(valid)
+            inputs, labels = inputs[keep.to(inputs.device)], labels[keep]
+        _, raw = explainer.explain(inputs, target=labels)
         maps[valid] = raw.detach().float().cpu().numpy()
     return _UnitResult(indices=batch["index"].tolist(), images=batch["image"].numpy(),
                        maps=maps, valid=valid, errors=list(batch["error"]))
@@ -101,8 +106,10 @@ def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: s
     try:
         mine = pending[ctx.rank::ctx.world_size]
         rounds = -(-len(pending) // ctx.world_size)
-        loader = iter(DataLoader(dataset, batch_sampler=mine, num_workers=num_workers,
-                                 collate_fn=collate)) if mine else iter(())
+        loader = iter(decoded_batches(DataLoader(
+            dataset, batch_sampler=mine, collate_fn=collate_for(dataset),
+            **loader_options(num_workers, explainer.device.type == "cuda")),
+            dataset, explainer.device)) if mine else iter(())
         pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
         bar = None
         if progress and ctx.is_main and pending:
@@ -143,7 +150,8 @@ def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: s
 
 def store_meta(method: str, model: torch.nn.Module, model_name: str,
                checkpoint: Optional[str], batch_size: int,
-               checkpoint_sha256: Optional[str] = None, dataset: str = "ilsvrc") -> StoreMeta:
+               checkpoint_sha256: Optional[str] = None, dataset: str = "ilsvrc",
+               precision: str = "fp32") -> StoreMeta:
     """The self-description of a store written with ``model``."""
     import timm
 
@@ -156,5 +164,6 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
                      std=tuple(geometry.std), batch_size=int(batch_size),
                      checkpoint=os.path.basename(checkpoint) if checkpoint else "",
                      checkpoint_sha256=digest, timm_version=timm.__version__,
-                     torch_version=str(torch.__version__), dataset=dataset)
+                     torch_version=str(torch.__version__), dataset=dataset,
+                     precision=precision)
 

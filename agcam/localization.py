@@ -156,7 +156,9 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
                 results.append(ImageResult(indices[i], sample.name, labels[i], None, UNREADABLE))
             rows = np.flatnonzero(valid)
             if len(rows):
-                inputs = batch["input"][torch.from_numpy(rows)].to(device, non_blocking=True)
+                inputs = batch["input"].to(device, non_blocking=True)  # pinned: overlaps
+                if len(rows) < len(valid):
+                    inputs = inputs[torch.from_numpy(rows).to(device)]
                 predictions, maps = explainer.explain(inputs)
                 predictions = predictions.cpu().tolist()
                 correct = []

@@ -33,8 +33,13 @@ def available_methods() -> Tuple[str, ...]:
     return tuple(sorted(REGISTRY))
 
 
-def get_explainer(name: str, model: "nn.Module", **options) -> "Explainer":
-    """The explainer registered as ``name`` (``agcam``, ``rollout``, ``lrp``, ...) on ``model``."""
+def get_explainer(name: str, model: "nn.Module", precision: str = "fp32",
+                  **options) -> "Explainer":
+    """The explainer registered as ``name`` (``agcam``, ``rollout``, ``lrp``, ...) on ``model``,
+    running at ``precision`` (``fp32``, ``tf32``, ``bf16``; see :mod:`agcam.precision`);
+    ``ValueError`` if the method refuses that precision."""
     if name not in REGISTRY:
         raise KeyError(f"unknown method {name!r}; choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](model, **options)
+    explainer = REGISTRY[name](model, **options)
+    explainer.precision = precision
+    return explainer

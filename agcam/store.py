@@ -18,8 +18,9 @@ file's structure (a ``kill -9`` cannot leave it unreadable):
 
 Root attributes describe the file (:class:`StoreMeta`): format and version, method, model,
 checkpoint and its SHA-256, timm and torch versions, input size, patch grid (the heatmap
-resolution), mean, std, the batch size the rows were computed with, and ``complete`` (0 until
-every row is done). About 151 KB an image against the released 804 KB (18.8%).
+resolution), mean, std, the batch size the rows were computed with, the ``precision`` of the maps
+(``fp32``, ``tf32``, ``bf16``; a file without it was written at ``fp32``) and ``complete`` (0
+until every row is done). About 151 KB an image against the released 804 KB (18.8%).
 
 Why raw maps and not the 224x224 heatmap: ABPC ranks the heatmap's pixels, so it needs the
 heatmap to the last bit; the released heatmap is ``torchvision.transforms.Resize`` of the map
@@ -125,6 +126,8 @@ class StoreMeta:
     layout: str = "compact"
     #: the data set (``--dataset``); empty in files written before it was recorded
     dataset: str = ""
+    #: the precision the maps were computed at (agcam.precision; files without it: fp32)
+    precision: str = "fp32"
 
     def attrs(self) -> Dict[str, object]:
         out = {"format": FORMAT, "format_version": FORMAT_VERSION, "heatmap": HEATMAP_RECIPE}
@@ -150,12 +153,13 @@ class StoreMeta:
                    batch_size=int(attrs["batch_size"]), checkpoint=text("checkpoint"),
                    checkpoint_sha256=text("checkpoint_sha256"),
                    timm_version=text("timm_version"), torch_version=text("torch_version"),
-                   layout=text("layout", "compact"), dataset=text("dataset", ""))
+                   layout=text("layout", "compact"), dataset=text("dataset", ""),
+                   precision=text("precision", "fp32"))
 
     def differences(self, other: "StoreMeta") -> List[str]:
         """The settings in which ``other`` differs (those that change the stored values)."""
         keys = ("method", "model", "checkpoint_sha256", "input_size", "grid", "mean", "std",
-                "layout")
+                "layout", "precision")
         mine, theirs = asdict(self), asdict(other)
         out = []
         for key in keys:

@@ -281,6 +281,11 @@ class TransformerAttribution(Explainer):
             released LRP model; ``"model"``: the model's own eps.
     """
 
+    #: bf16 is refused: see :attr:`refusal`
+    precisions = ("fp32", "tf32")
+    refusal = ("its relevance rules divide by sums near zero, which bfloat16 rounding breaks "
+               "(maps uncorrelated with float32's)")
+
     def __init__(self, model: nn.Module, final_norm_eps: str = "released"):
         super().__init__(model)
         _check_supported(model)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -152,11 +152,11 @@ class AttentionRecorder:
                     module.fused_attn = False
                 module.forward = self._make_forward(module, index)
             if self.cls_fast_path:
-                for blk in self.model.blocks:
+                for blk, module in zip(self.model.blocks, modules):
                     if type(blk).forward is Block.forward:
                         self._saved.append((blk, None, blk.__dict__.get("forward"),
                                             "forward" in blk.__dict__))
-                        blk.forward = _make_cls_block_forward(blk)
+                        blk.forward = _make_cls_block_forward(blk, module.forward.parts)
         except BaseException:
             self._restore()
             raise
@@ -207,14 +207,19 @@ class AttentionRecorder:
     def _make_forward(self, module: nn.Module, index: int):
         recorder = self
 
+        def parts(x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                  is_causal: bool = False):
+            """Class-token fast path: the class row's and the other rows' outputs apart."""
+            return _cls_fast_attention(module, x.detach(), attn_mask, is_causal,
+                                       recorder.records, index, recorder.keep_scores,
+                                       recorder.keep_probs)
+
         def forward(x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                     is_causal: bool = False) -> torch.Tensor:
+            if recorder.cls_fast_path:
+                return torch.cat(parts(x, attn_mask, is_causal), dim=1)
             if recorder.detach_input:
                 x = x.detach()
-            if recorder.cls_fast_path:
-                return _cls_fast_attention(module, x, attn_mask, is_causal,
-                                           recorder.records, index, recorder.keep_scores,
-                                           recorder.keep_probs)
             N = x.shape[1]
             cut = recorder.detach_input and recorder.grad
             # With the input cut, q, k, v (and the gate) need no graph: only A does.
@@ -242,6 +247,7 @@ class AttentionRecorder:
 
             return project_out(module, module.attn_drop(probs) @ v, gate)
 
+        forward.parts = parts
         return forward
 
 
@@ -255,9 +261,11 @@ def _add_mask(scores: torch.Tensor, N: int, attn_mask, is_causal: bool) -> torch
 
 def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal: bool,
                         records: list, index: int, keep_scores: bool,
-                        keep_probs: bool) -> torch.Tensor:
+                        keep_probs: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Attention whose only graph is the class-token row: ``proj(A[cls] @ v)`` with ``A[cls]`` a
-    leaf. The other rows are constants under the gradient cut and use timm's fused kernel."""
+    leaf. The other rows are constants under the gradient cut and use timm's fused kernel.
+    Returns the outputs of the class row ``[B, 1, C]`` and of the other rows ``[B, N-1, C]``
+    apart (the block adds each to its own residual rows: no concatenated copy)."""
     N = x.shape[1]
     with torch.no_grad():
         gate, q, k, v = project_qkv(module, x)
@@ -276,21 +284,30 @@ def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal
     cls_out = project_out(module, module.attn_drop(leaf) @ v, None if gate is None else gate[:, :1])
     with torch.no_grad():
         rest_out = project_out(module, rest, None if gate is None else gate[:, 1:])
-    return torch.cat([cls_out, rest_out], dim=1)
+    return cls_out, rest_out
 
 
-def _make_cls_block_forward(blk: nn.Module):
+def _make_cls_block_forward(blk: nn.Module, attention_parts):
     """timm ``Block.forward`` with only the class-token row carrying a graph (see the recorder's
-    class-token fast path); the attention module is the recorder's patched one."""
+    class-token fast path); ``attention_parts`` is the recorder's attention returning the class
+    row's and the other rows' outputs apart.
+
+    The class row and the other rows go through the residual adds, ``norm2`` and the MLP apart
+    and meet once, in the block's output: every value is the same float operation on the same
+    operands as in ``x + attn(...)`` then ``x[:, :1]`` / ``x[:, 1:]`` (element-wise adds, per
+    token LayerNorm and MLP on the same row sets), without the copies of a concatenated
+    attention output and of a strided slice.
+    """
 
     def forward(x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False) -> torch.Tensor:
         with torch.no_grad():
             h = blk.norm1(x.detach())               # the attention cuts its input anyway
-        x = x + blk.drop_path1(blk.ls1(blk.attn(h, attn_mask=attn_mask, is_causal=is_causal)))
-        cls, rest = x[:, :1], x[:, 1:].detach()
+        cls_attn, rest_attn = attention_parts(h, attn_mask, is_causal)
+        cls = x[:, :1] + blk.drop_path1(blk.ls1(cls_attn))
         cls = cls + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(cls))))
         with torch.no_grad():
+            rest = x[:, 1:] + blk.drop_path1(blk.ls1(rest_attn))
             rest = rest + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(rest))))
         return torch.cat([cls, rest], dim=1)
 

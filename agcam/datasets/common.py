@@ -236,8 +236,21 @@ def collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
     return batch
 
 
+#: batches each loader worker decodes ahead (torch's default is 2)
+PREFETCH_FACTOR = 4
+
+
+def loader_options(num_workers: int, pin_memory: bool) -> Dict[str, Any]:
+    """The ``DataLoader`` settings that keep a device fed: pinned memory (so that the
+    ``non_blocking`` copies overlap) and :data:`PREFETCH_FACTOR` batches in flight per worker."""
+    options: Dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory}
+    if num_workers > 0:
+        options["prefetch_factor"] = PREFETCH_FACTOR
+    return options
+
+
 def make_loader(dataset: Dataset, batch_size: int = 16, num_workers: int = 2, rank: int = 0,
-                world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                world_size: int = 1, pin_memory: bool = False, collate_fn=collate) -> DataLoader:
     """A loader over this process's shard of ``dataset`` (every ``world_size``-th item from
     ``rank``, see :func:`agcam.distributed.shard_indices`), in order, decoded in ``num_workers``
     worker processes (0: in this process)."""
@@ -247,6 +260,6 @@ def make_loader(dataset: Dataset, batch_size: int = 16, num_workers: int = 2, ra
         raise ValueError(f"num_workers must be at least 0, got {num_workers}")
     if world_size > 1:
         dataset = Subset(dataset, shard_indices(len(dataset), rank, world_size))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate, pin_memory=pin_memory, drop_last=False,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
+                      drop_last=False, persistent_workers=False,
+                      **loader_options(num_workers, pin_memory))
