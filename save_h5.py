@@ -2,7 +2,8 @@
 
     python save_h5.py --method agcam --save_root ./saveroot --data_root ./ILSVRC
 
-Writes ``<save_root>/ILSVRC_<method>.hdf5``: per image the label, the resized image before
+Writes ``<save_root>/ILSVRC_<method>.hdf5`` (one file per method with ``--method agcam gae`` or
+``--method all``, from one pass over the data): per image the label, the resized image before
 normalisation (uint8) and the raw map of the label class, from which the released heatmap is
 recomputed exactly (``--layout released`` writes the authors' float32 layout instead). Running the
 same command after an interruption (Ctrl-C, ``kill -9``) continues where it stopped. Several
@@ -24,7 +25,7 @@ LAYOUTS = ("compact", "released")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "save_h5", description="Explain the label class of every ILSVRC val image and store "
-        "images, labels and maps in <save_root>/ILSVRC_<method>.hdf5 for ABPC.py.")
+        "images, labels and maps in <save_root>/ILSVRC_<method>.hdf5 (one per method) for ABPC.py.")
     add_method_arg(parser)
     parser.add_argument("--save_root", default="./saveroot",
                         help="folder of the HDF5 file, created if missing (default: ./saveroot)")
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.data import ValDataset
     from agcam.registry import get_explainer
-    from agcam.export import export_store, store_meta
+    from agcam.export import ExportJob, export_stores, store_meta
     from agcam.store import store_path
 
     check_args(args)
@@ -61,19 +62,21 @@ def main(args: argparse.Namespace) -> int:
                          f"({exc.strerror})") from None
     ctx, model = start_run(args)
     try:
-        explainer = get_explainer(args.method, model)
-        path = store_path(args.save_root, args.method)
-        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size)
-        stats = export_store(explainer, ValDataset(samples, model, keep_image=True), path,
-                             args.layout, meta, ctx=ctx, num_workers=args.num_workers,
-                             progress=not args.no_progress)
-        if stats is None:
+        jobs = [ExportJob(get_explainer(method, model), store_path(args.save_root, method),
+                          store_meta(method, model, args.model, args.checkpoint,
+                                     args.batch_size))
+                for method in args.methods]
+        all_stats = export_stores(jobs, ValDataset(samples, model, keep_image=True),
+                                  args.layout, ctx=ctx, num_workers=args.num_workers,
+                                  progress=not args.no_progress)
+        if all_stats is None:
             return 0
-        size = os.path.getsize(path)
-        print(f"wrote {path}: {stats.num_images} images ({stats.written} in this run, "
-              f"{len(stats.unreadable)} unreadable), layout {args.layout}, {size:,} bytes "
-              f"({size / max(stats.num_images, 1):,.0f} per image), {stats.seconds:.1f} s",
-              flush=True)
+        for stats in all_stats:
+            size = os.path.getsize(stats.path)
+            print(f"wrote {stats.path}: {stats.num_images} images ({stats.written} in this run, "
+                  f"{len(stats.unreadable)} unreadable), layout {args.layout}, {size:,} bytes "
+                  f"({size / max(stats.num_images, 1):,.0f} per image), {stats.seconds:.1f} s",
+                  flush=True)
         return 0
     finally:
         distributed.cleanup(ctx)
