@@ -1,6 +1,7 @@
 """ABPC, the area between the LeRF and MoRF perturbation curves, from save_h5.py's store.
 
     python ABPC.py --method agcam --h5_root ./saveroot --csv True --file True
+    python ABPC.py --method all --h5_root ./saveroot        # one table, a row per method
 
 Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (or ``--h5_file``), in our layout or the released one,
 removes 0%, 10%, ..., 100% of the pixels least / most relevant first, and prints the mean
@@ -16,21 +17,22 @@ import sys
 
 import numpy as np
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, script_entry, start_run,
-                       str2bool)
+from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, resolve_methods, script_entry,
+                       start_run, str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
         "heatmaps save_h5.py stored.")
-    parser.add_argument("--method", default="agcam",
-                        help=f"explanation method the file holds: {', '.join(PAPER_METHODS)} "
-                             "(default: agcam)")
+    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
+                        help=f"explanation method(s) the files hold: {', '.join(PAPER_METHODS)}, "
+                             "... (every registered name), several, or all; with several, one "
+                             "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
     parser.add_argument("--h5_root", default="./saveroot",
                         help="folder of ILSVRC_<method>.hdf5 (default: ./saveroot)")
     parser.add_argument("--h5_file", default=None,
-                        help="the HDF5 file itself (overrides --h5_root)")
+                        help="the HDF5 file itself (overrides --h5_root; one method only)")
     parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
                         help="write ILSVRC_<method>_ABPC.csv (per image) and .png (mean curves) "
                              "beside the HDF5 file (default: False)")
@@ -46,29 +48,46 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_checked_store(args: argparse.Namespace):
-    """The store the flags name, checked for everything but the model (UsageError otherwise)."""
+def open_checked_store(args: argparse.Namespace, method: str):
+    """The store of ``method`` the flags name, checked for everything but the model
+    (UsageError otherwise)."""
     from agcam.store import open_store, store_path
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     if args.h5_file is not None:
         path, flag = args.h5_file, "--h5_file"
     else:
-        path, flag = store_path(args.h5_root, args.method), "--h5_root"
+        path, flag = store_path(args.h5_root, method), "--h5_root"
         if not os.path.isfile(path):
-            raise UsageError(f"--h5_root {args.h5_root}: no ILSVRC_{args.method}.hdf5 there "
-                             f"(write it with: python save_h5.py --method {args.method} "
+            raise UsageError(f"--h5_root {args.h5_root}: no ILSVRC_{method}.hdf5 there "
+                             f"(write it with: python save_h5.py --method {method} "
                              f"--save_root {args.h5_root})")
     store = open_store(path, flag)
     try:
-        if store.method is not None and store.method != args.method:
-            raise UsageError(f"{path} holds {store.method} heatmaps, not --method "
-                             f"{args.method}")
+        if store.method is not None and store.method != method:
+            raise UsageError(f"{path} holds {store.method} heatmaps, not --method {method}")
         store.check_complete()
     except BaseException:
         store.close()
         raise
     return store
+
+
+def open_checked_stores(args: argparse.Namespace) -> list:
+    """Every store the flags name, all checked before the model is made."""
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    args.methods = resolve_methods(args.method)
+    if args.h5_file is not None and len(args.methods) > 1:
+        raise UsageError(f"--h5_file {args.h5_file}: one method only (several methods read "
+                         "--h5_root)")
+    stores = []
+    try:
+        for method in args.methods:
+            stores.append(open_checked_store(args, method))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return stores
 
 
 def check_model(store, model, args: argparse.Namespace) -> None:
@@ -91,51 +110,72 @@ def check_model(store, model, args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.abpc import (abpc_curves, merge_curves, report_lines, summarize, write_csv,
-                            write_report)
-    from models.vit import model_geometry
 
-    store = open_checked_store(args)
+    stores = open_checked_stores(args)
     try:
         ctx, model = start_run(args)
         try:
-            check_model(store, model, args)
-            geometry = model_geometry(model)
-            indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
-            read_batch = args.read_batch or max(1, min(args.batch_size, 32))
-            skipped = int((~store.valid).sum())
-            curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std,
-                                                      indices),
-                                 batch_size=args.batch_size,
-                                 progress=ctx.is_main and not args.no_progress,
-                                 total=int(store.valid[indices].sum()))
-            parts = distributed.gather_to_main([curves], ctx)
-            if not ctx.is_main:
-                return 0
-            curves = merge_curves(parts)
-            if curves.num_images == 0:
-                raise UsageError(f"{store.path}: no readable image to evaluate")
-            summary = summarize(curves, args.method)
-            for line in report_lines(summary):
-                print(line)
-            if skipped:
-                print(f"warning: {skipped} images stored as unreadable were left out",
-                      file=sys.stderr)
-            print(f"forward passes: {curves.forward_passes / curves.num_images:.2f} per image",
-                  flush=True)
-            directory = os.path.dirname(os.path.abspath(store.path))
-            written = []
-            if args.file:
-                written += write_report(directory, summary)
-            if args.csv:
-                written += write_csv(directory, curves, summary)
-            if written:
-                print("wrote " + ", ".join(written), flush=True)
+            for store in stores:
+                check_model(store, model, args)
+            summaries = []
+            for method, store in zip(args.methods, stores):
+                summary = evaluate_store(store, method, model, ctx, args,
+                                         verbose=len(args.methods) == 1)
+                if summary is not None:
+                    summaries.append(summary)
+            if ctx.is_main and len(args.methods) > 1:
+                from agcam.abpc import table_lines
+                for line in table_lines(summaries):
+                    print(line, flush=True)
             return 0
         finally:
             distributed.cleanup(ctx)
     finally:
-        store.close()
+        for store in stores:
+            store.close()
+
+
+def evaluate_store(store, method: str, model, ctx, args: argparse.Namespace, verbose: bool):
+    """ABPC of one store: prints (all of it when ``verbose``) and writes what the flags ask;
+    returns the summary on rank 0, ``None`` elsewhere."""
+    from agcam import distributed
+    from agcam.abpc import abpc_curves, merge_curves, report_lines, summarize, write_csv, \
+        write_report
+    from models.vit import model_geometry
+
+    geometry = model_geometry(model)
+    indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
+    read_batch = args.read_batch or max(1, min(args.batch_size, 32))
+    skipped = int((~store.valid).sum())
+    curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std, indices),
+                         batch_size=args.batch_size,
+                         progress=ctx.is_main and not args.no_progress,
+                         total=int(store.valid[indices].sum()))
+    parts = distributed.gather_to_main([curves], ctx)
+    if not ctx.is_main:
+        return None
+    curves = merge_curves(parts)
+    if curves.num_images == 0:
+        raise UsageError(f"{store.path}: no readable image to evaluate")
+    summary = summarize(curves, method)
+    if verbose:
+        for line in report_lines(summary):
+            print(line)
+    if skipped:
+        print(f"warning: {skipped} images stored as unreadable were left out"
+              + ("" if verbose else f" of {store.path}"), file=sys.stderr)
+    if verbose:
+        print(f"forward passes: {curves.forward_passes / curves.num_images:.2f} per image",
+              flush=True)
+    directory = os.path.dirname(os.path.abspath(store.path))
+    written = []
+    if args.file:
+        written += write_report(directory, summary)
+    if args.csv:
+        written += write_csv(directory, curves, summary)
+    if written:
+        print("wrote " + ", ".join(written), flush=True)
+    return summary
 
 
 if __name__ == "__main__":
