@@ -1,7 +1,8 @@
 """Benchmark: seconds per image of the plain forward and of each explainer, side by side.
 
     python -m agcam.bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
-                          [--methods agcam rollout lrp] [--abpc_images 8]
+                          [--methods agcam lrp rollout attention gae gradcam gradcam_tokens]
+                          [--abpc_images 8]
 
 Random weights (nothing is downloaded). For every batch size the plain forward (``no_grad``,
 timm's own fused attention, what a user's inference costs) and every method are timed in turns
@@ -19,7 +20,8 @@ from typing import Callable, Dict, List
 
 import torch
 
-from agcam.registry import available_methods, get_explainer
+from agcam.cli import ordered_methods
+from agcam.registry import get_explainer
 from models.vit import create_model, model_geometry
 
 
@@ -61,7 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: every registered method")
+                        help="default: every registered method, the paper's three first")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -76,15 +78,17 @@ def main(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = create_model(args.model, pretrained=False, device=device)
-    methods = args.methods or list(available_methods())
+    methods = args.methods or ordered_methods()
     print(f"model {args.model} (random weights), device {device}, "
           f"torch threads {torch.get_num_threads()}, median of {args.repeats} repeats", flush=True)
-    print(f"{'batch':>5} {'what':>8} {'s/image':>9} {'x forward':>10}")
+    width = max(len(name) for name in ["forward", *methods])
+    print(f"{'batch':>5} {'what':>{width}} {'s/image':>9} {'x forward':>10}")
     for batch_size in args.batch_sizes:
         result = bench_methods(model, batch_size, methods, args.repeats)
         base = result["forward"]
         for name, seconds in result.items():
-            print(f"{batch_size:>5} {name:>8} {seconds:>9.4f} {seconds / base:>10.2f}", flush=True)
+            print(f"{batch_size:>5} {name:>{width}} {seconds:>9.4f} {seconds / base:>10.2f}",
+                  flush=True)
     if args.abpc_images:
         try:
             from agcam.bench_abpc import bench_abpc
