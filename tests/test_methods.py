@@ -14,7 +14,8 @@ from baselines import (AttentionGradCAM, GenericAttentionExplainability, GradCAM
                        TokenGradCAM)
 from models import create_model, model_geometry
 from tests.conftest import relative_error
-from tests.test_baselines import _module_state, correlation
+from tests.test_baselines import correlation
+from tests.test_baselines import test_model_is_unchanged as model_is_unchanged
 
 NEW_METHODS = ("attention", "gradcam", "gae", "gradcam_tokens")
 
@@ -209,21 +210,8 @@ def test_batched_equals_one_by_one(golden_model, golden_inputs, golden_reference
 
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_model_is_unchanged(golden_model, golden_inputs, method):
-    images = golden_inputs[:2]
-    with torch.no_grad():
-        before = golden_model(images)
-    state = _module_state(golden_model)
-    parameters = {k: v.clone() for k, v in golden_model.state_dict().items()}
-    get_explainer(method, golden_model).explain(images)
-    assert _module_state(golden_model) == state
-    assert all("forward" not in m.__dict__ for m in golden_model.modules())
-    assert all(m._forward_hooks == {} and m._forward_pre_hooks == {}
-               for m in golden_model.modules())
-    assert all(torch.equal(v, parameters[k]) for k, v in golden_model.state_dict().items())
-    assert all(p.grad is None for p in golden_model.parameters())
-    assert not golden_model.training
-    with torch.no_grad():
-        assert torch.equal(golden_model(images), before)
+    """The baselines' hygiene check: no hook, no instance forward, no .grad, same outputs."""
+    model_is_unchanged(golden_model, golden_inputs, method)
 
 
 def test_hook_removed_when_the_forward_fails(golden_model):
