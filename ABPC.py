@@ -1,6 +1,7 @@
 """ABPC, the area between the LeRF and MoRF perturbation curves, from save_h5.py's store.
 
     python ABPC.py --method agcam --h5_root ./saveroot --csv True --file True
+    python ABPC.py --method all --h5_root ./saveroot        # one table, a row per method
 
 Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (``VOC_``/``CUB_`` with ``--dataset voc``/``cub``; or
 ``--h5_file``), in our layout or the released one, removes 0%, 10%, ..., 100% of the pixels least
@@ -17,16 +18,18 @@ import sys
 import numpy as np
 
 from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       dataset_from_args, script_entry, start_run, str2bool)
+                       check_precision_arg, dataset_from_args, resolve_methods, script_entry,
+                       start_run, str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
         "heatmaps save_h5.py stored.")
-    parser.add_argument("--method", default="agcam",
-                        help=f"explanation method the file holds: {', '.join(PAPER_METHODS)} "
-                             "(default: agcam)")
+    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
+                        help=f"explanation method(s) the files hold: {', '.join(PAPER_METHODS)}, "
+                             "... (every registered name), several, or all; with several, one "
+                             "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
     parser.add_argument("--dataset", default=None,
                         help="data set the file holds: ilsvrc, voc or cub; names the file "
                              "(<ILSVRC|VOC|CUB>_<method>.hdf5) and the outputs (default: the "
@@ -34,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--h5_root", default="./saveroot",
                         help="folder of <ILSVRC|VOC|CUB>_<method>.hdf5 (default: ./saveroot)")
     parser.add_argument("--h5_file", default=None,
-                        help="the HDF5 file itself (overrides --h5_root)")
+                        help="the HDF5 file itself (overrides --h5_root; one method only)")
     parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
                         help="write <ILSVRC|VOC|CUB>_<method>_ABPC.csv (per image) and .png "
                              "(mean curves) beside the HDF5 file (default: False)")
@@ -51,35 +54,56 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_checked_store(args: argparse.Namespace):
-    """The store the flags name, checked for everything but the model (UsageError otherwise)."""
+def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None):
+    """The store of ``method`` the flags name, checked for everything but the model
+    (UsageError otherwise). ``args.dataset`` becomes the data set the file records when
+    ``--dataset`` was not given."""
     from agcam.store import open_store, store_path
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    given = args.dataset
-    spec = dataset_from_args(argparse.Namespace(dataset=given or "ilsvrc"))
+    spec = dataset_from_args(argparse.Namespace(dataset=given_dataset or "ilsvrc"))
     if args.h5_file is not None:
         path, flag = args.h5_file, "--h5_file"
     else:
-        path, flag = store_path(args.h5_root, args.method, spec.prefix), "--h5_root"
+        path, flag = store_path(args.h5_root, method, spec.prefix), "--h5_root"
         if not os.path.isfile(path):
             raise UsageError(f"--h5_root {args.h5_root}: no {os.path.basename(path)} there "
                              f"(write it with: python save_h5.py --dataset {spec.name} "
-                             f"--method {args.method} --save_root {args.h5_root})")
+                             f"--method {method} --save_root {args.h5_root})")
     store = open_store(path, flag)
     try:
-        if store.method is not None and store.method != args.method:
-            raise UsageError(f"{path} holds {store.method} heatmaps, not --method "
-                             f"{args.method}")
+        if store.method is not None and store.method != method:
+            raise UsageError(f"{path} holds {store.method} heatmaps, not --method {method}")
         recorded = store.meta.dataset if store.meta is not None else ""
-        if given is not None and recorded and recorded != spec.name:
-            raise UsageError(f"{path} holds the {recorded} data set, not --dataset {given}")
-        args.dataset = given or recorded or "ilsvrc"
+        if given_dataset is not None and recorded and recorded != spec.name:
+            raise UsageError(f"{path} holds the {recorded} data set, not --dataset "
+                             f"{given_dataset}")
+        args.dataset = given_dataset or recorded or "ilsvrc"
         store.check_complete()
     except BaseException:
         store.close()
         raise
     return store
+
+
+def open_checked_stores(args: argparse.Namespace) -> list:
+    """Every store the flags name, all checked before the model is made."""
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    args.methods = resolve_methods(args.method)
+    for method in args.methods:
+        check_precision_arg(method, args.precision)
+    if args.h5_file is not None and len(args.methods) > 1:
+        raise UsageError(f"--h5_file {args.h5_file}: one method only (several methods read "
+                         "--h5_root)")
+    stores = []
+    given_dataset = args.dataset
+    try:
+        for method in args.methods:
+            stores.append(open_checked_store(args, method, given_dataset))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return stores
 
 
 def check_model(store, model, args: argparse.Namespace) -> None:
@@ -106,52 +130,74 @@ def check_model(store, model, args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.abpc import (abpc_curves, merge_curves, report_lines, summarize, write_csv,
-                            write_report)
-    from models.vit import model_geometry
 
-    store = open_checked_store(args)
+    stores = open_checked_stores(args)
     try:
         spec = dataset_from_args(args)
         ctx, model = start_run(args, spec)
         try:
-            check_model(store, model, args)
-            geometry = model_geometry(model)
-            indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
-            read_batch = args.read_batch or max(1, min(args.batch_size, 32))
-            skipped = int((~store.valid).sum())
-            curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std,
-                                                      indices),
-                                 batch_size=args.batch_size, precision=args.precision,
-                                 progress=ctx.is_main and not args.no_progress,
-                                 total=int(store.valid[indices].sum()))
-            parts = distributed.gather_to_main([curves], ctx)
-            if not ctx.is_main:
-                return 0
-            curves = merge_curves(parts)
-            if curves.num_images == 0:
-                raise UsageError(f"{store.path}: no readable image to evaluate")
-            summary = summarize(curves, args.method, spec.name, spec.prefix)
-            for line in report_lines(summary):
-                print(line)
-            if skipped:
-                print(f"warning: {skipped} images stored as unreadable were left out",
-                      file=sys.stderr)
-            print(f"forward passes: {curves.forward_passes / curves.num_images:.2f} per image",
-                  flush=True)
-            directory = os.path.dirname(os.path.abspath(store.path))
-            written = []
-            if args.file:
-                written += write_report(directory, summary)
-            if args.csv:
-                written += write_csv(directory, curves, summary)
-            if written:
-                print("wrote " + ", ".join(written), flush=True)
+            for store in stores:
+                check_model(store, model, args)
+            summaries = []
+            for method, store in zip(args.methods, stores):
+                summary = evaluate_store(store, method, spec, model, ctx, args,
+                                         verbose=len(args.methods) == 1)
+                if summary is not None:
+                    summaries.append(summary)
+            if ctx.is_main and len(args.methods) > 1:
+                from agcam.abpc import table_lines
+                for line in table_lines(summaries):
+                    print(line, flush=True)
             return 0
         finally:
             distributed.cleanup(ctx)
     finally:
-        store.close()
+        for store in stores:
+            store.close()
+
+
+def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespace,
+                   verbose: bool):
+    """ABPC of one store: prints (all of it when ``verbose``) and writes what the flags ask;
+    returns the summary on rank 0, ``None`` elsewhere."""
+    from agcam import distributed
+    from agcam.abpc import abpc_curves, merge_curves, report_lines, summarize, write_csv, \
+        write_report
+    from models.vit import model_geometry
+
+    geometry = model_geometry(model)
+    indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
+    read_batch = args.read_batch or max(1, min(args.batch_size, 32))
+    skipped = int((~store.valid).sum())
+    curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std, indices),
+                         batch_size=args.batch_size, precision=args.precision,
+                         progress=ctx.is_main and not args.no_progress,
+                         total=int(store.valid[indices].sum()))
+    parts = distributed.gather_to_main([curves], ctx)
+    if not ctx.is_main:
+        return None
+    curves = merge_curves(parts)
+    if curves.num_images == 0:
+        raise UsageError(f"{store.path}: no readable image to evaluate")
+    summary = summarize(curves, method, spec.name, spec.prefix)
+    if verbose:
+        for line in report_lines(summary):
+            print(line)
+    if skipped:
+        print(f"warning: {skipped} images stored as unreadable were left out"
+              + ("" if verbose else f" of {store.path}"), file=sys.stderr)
+    if verbose:
+        print(f"forward passes: {curves.forward_passes / curves.num_images:.2f} per image",
+              flush=True)
+    directory = os.path.dirname(os.path.abspath(store.path))
+    written = []
+    if args.file:
+        written += write_report(directory, summary)
+    if args.csv:
+        written += write_csv(directory, curves, summary)
+    if written:
+        print("wrote " + ", ".join(written), flush=True)
+    return summary
 
 
 if __name__ == "__main__":

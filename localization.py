@@ -3,11 +3,13 @@
 
     python localization.py --method agcam --data_root ./ILSVRC --threshold 0.5
     python localization.py --dataset voc --data_root ./VOC --checkpoint voc_vit/model.pth
+    python localization.py --method all --data_root ./ILSVRC --output results
 
 For each image the model classifies correctly, the box drawn from the method's heatmap is compared
 with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
 recall. Several thresholds at once: ``--threshold 0.3 0.5 0.7`` (maps are computed once). Several
-processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See README.md
+methods at once: ``--method agcam gae`` or ``--method all`` (each image decoded once, every method
+run on each batch; one table, a row per method). Several processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See README.md
 (Weakly-supervised localization).
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_run_args(parser)
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="write localization_<method>.csv (per image) and "
-                             "localization_<method>.json (means) into DIR")
+                             "localization_<method>.json (means) per method, and the table of "
+                             "every method, localization_table.csv and .md, into DIR")
     return parser
 
 
@@ -69,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
     from agcam.datasets import make_loader
     from agcam.decode import collate_for, decoded_batches, make_dataset
     from agcam.registry import get_explainer
-    from agcam.localization import Timer, evaluate, report_lines, summarize, write_outputs
+    from agcam.localization import (Timer, evaluate_methods, report_lines, summarize,
+                                    table_lines, write_outputs, write_table)
 
     check_args(args)
     spec = dataset_from_args(args)
@@ -79,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if ctx.is_main:
             print(listing.describe(), flush=True)
-        explainer = get_explainer(args.method, model, precision=args.precision)
+        explainers = {method: get_explainer(method, model, precision=args.precision)
+                      for method in args.methods}
         dataset = make_dataset(samples, model, keep_image=False, decode=args.decode)
         loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                              rank=ctx.rank, world_size=ctx.world_size,
@@ -87,22 +92,30 @@ def main(args: argparse.Namespace) -> int:
                              collate_fn=collate_for(dataset))
         loader = decoded_batches(loader, dataset, ctx.device)
         timer = Timer()
-        results = evaluate(explainer, loader, samples, args.threshold,
-                           progress=ctx.is_main and not args.no_progress,
-                           total=len(loader.dataset), timer=timer)
-        results = distributed.gather_to_main(results, ctx)
+        by_method = evaluate_methods(explainers, loader, samples, args.threshold,
+                                     progress=ctx.is_main and not args.no_progress,
+                                     total=len(loader.dataset), timer=timer)
+        by_method = distributed.gather_to_main([by_method], ctx)   # one dict per process
         if not ctx.is_main:
             return 0
-        results.sort(key=lambda r: r.index)
-        summary = summarize(results, args.threshold, args.method, args.model,
-                            extra={"dataset": spec.name, "split": listing.split,
-                                   "listed": listing.listed, "dropped": listing.dropped,
-                                   "checkpoint": args.checkpoint, "data_root": args.data_root,
-                                   "world_size": ctx.world_size, "precision": args.precision,
-                                   "decode": args.decode})
-        for line in report_lines(summary):
+        summaries = {}
+        for method in args.methods:
+            results = sorted((r for part in by_method for r in part[method]),
+                             key=lambda r: r.index)
+            summaries[method] = (results, summarize(
+                results, args.threshold, method, args.model,
+                extra={"dataset": spec.name, "split": listing.split, "listed": listing.listed,
+                       "dropped": listing.dropped, "checkpoint": args.checkpoint,
+                       "data_root": args.data_root, "world_size": ctx.world_size,
+                       "precision": args.precision, "decode": args.decode}))
+        first = summaries[args.methods[0]][1]
+        if len(args.methods) == 1:
+            lines = report_lines(first)
+        else:   # one table: a row per method, the metrics per threshold as columns
+            lines = report_lines(first)[1:2] + table_lines([s for _, s in summaries.values()])
+        for line in lines:
             print(line)
-        if summary["num_images"] == 0:
+        if first["num_images"] == 0:
             print("warning: no image was classified correctly; the means are undefined",
                   file=sys.stderr)
         print(f"time: {timer.total:.1f} s for {timer.images} images on rank 0 "
@@ -111,9 +124,17 @@ def main(args: argparse.Namespace) -> int:
               f"{100 * timer.share(timer.data):.1f}%, boxes and metrics "
               f"{100 * timer.share(timer.boxes):.1f}% (in a background thread; the loop waited "
               f"{100 * timer.share(timer.boxes_wait):.1f}% for them)", flush=True)
+        if len(args.methods) > 1:
+            print("maps per method: " + ", ".join(
+                f"{m} {timer.per_method.get(m, 0.0):.1f} s" for m in args.methods), flush=True)
         if args.output is not None:
-            paths = write_outputs(args.output, results, summary, args.threshold)
-            print(f"wrote {paths['csv']} and {paths['json']}")
+            written = []
+            for results, summary in summaries.values():
+                paths = write_outputs(args.output, results, summary, args.threshold)
+                written += [paths["csv"], paths["json"]]
+            paths = write_table(args.output, [s for _, s in summaries.values()])
+            written += [paths["csv"], paths["md"]]
+            print("wrote " + ", ".join(written))
         return 0
     finally:
         distributed.cleanup(ctx)

@@ -3,11 +3,13 @@
     python save_h5.py --method agcam --save_root ./saveroot --data_root ./ILSVRC
     python save_h5.py --dataset cub --data_root ./CUB --checkpoint cub_vit/model.pth
 
-Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``): per
+Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``; one
+file per method with ``--method agcam gae`` or ``--method all``, from one pass over the data): per
 image the label, the resized image before normalisation (uint8) and the raw map of the label
 class, from which the released heatmap is recomputed exactly (``--layout released`` writes the
 authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
-``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N save_h5.py ...``. See README.md (Faithfulness: ABPC).
+``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N
+save_h5.py ...``. See README.md (Faithfulness: ABPC).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ LAYOUTS = ("compact", "released")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "save_h5", description="Explain the label class of every image of the data set and "
-        "store images, labels and maps in <save_root>/<ILSVRC|VOC|CUB>_<method>.hdf5 for "
-        "ABPC.py.")
+        "store images, labels and maps in <save_root>/<ILSVRC|VOC|CUB>_<method>.hdf5 (one per "
+        "method) for ABPC.py.")
     add_method_arg(parser)
     add_dataset_args(parser)
     parser.add_argument("--save_root", default="./saveroot",
@@ -54,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.decode import make_dataset
     from agcam.registry import get_explainer
-    from agcam.export import export_store, store_meta
+    from agcam.export import ExportJob, export_stores, store_meta
     from agcam.store import store_path
 
     check_args(args)
@@ -70,21 +72,24 @@ def main(args: argparse.Namespace) -> int:
     try:
         if ctx.is_main:
             print(listing.describe(), flush=True)
-        explainer = get_explainer(args.method, model, precision=args.precision)
-        path = store_path(args.save_root, args.method, spec.prefix)
-        meta = store_meta(args.method, model, args.model, args.checkpoint, args.batch_size,
-                          dataset=spec.name, precision=args.precision)
-        stats = export_store(explainer, make_dataset(samples, model, keep_image=True,
-                                                     decode=args.decode), path,
-                             args.layout, meta, ctx=ctx, num_workers=args.num_workers,
-                             progress=not args.no_progress)
-        if stats is None:
+        jobs = [ExportJob(get_explainer(method, model, precision=args.precision),
+                          store_path(args.save_root, method, spec.prefix),
+                          store_meta(method, model, args.model, args.checkpoint,
+                                     args.batch_size, dataset=spec.name,
+                                     precision=args.precision))
+                for method in args.methods]
+        all_stats = export_stores(jobs, make_dataset(samples, model, keep_image=True,
+                                                     decode=args.decode),
+                                  args.layout, ctx=ctx, num_workers=args.num_workers,
+                                  progress=not args.no_progress)
+        if all_stats is None:
             return 0
-        size = os.path.getsize(path)
-        print(f"wrote {path}: {stats.num_images} images ({stats.written} in this run, "
-              f"{len(stats.unreadable)} unreadable), layout {args.layout}, {size:,} bytes "
-              f"({size / max(stats.num_images, 1):,.0f} per image), {stats.seconds:.1f} s",
-              flush=True)
+        for stats in all_stats:
+            size = os.path.getsize(stats.path)
+            print(f"wrote {stats.path}: {stats.num_images} images ({stats.written} in this run, "
+                  f"{len(stats.unreadable)} unreadable), layout {args.layout}, {size:,} bytes "
+                  f"({size / max(stats.num_images, 1):,.0f} per image), {stats.seconds:.1f} s",
+                  flush=True)
         return 0
     finally:
         distributed.cleanup(ctx)

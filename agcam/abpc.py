@@ -256,6 +256,17 @@ def report_lines(summary: Dict[str, object]) -> List[str]:
     return lines
 
 
+def table_lines(summaries: List[Dict[str, object]]) -> List[str]:
+    """What ``ABPC.py`` prints for several methods: a row per method with its number of images,
+    AUC(LeRF), AUC(MoRF) and ABPC."""
+    width = max([len("method")] + [len(str(s["method"])) for s in summaries])
+    lines = [f"{'method':<{width}} {'images':>6} {'AUC(LeRF)':>10} {'AUC(MoRF)':>10} "
+             f"{'ABPC':>10}"]
+    lines += [f"{s['method']:<{width}} {s['num_images']:>6} {s['auc_lerf']:>10.6f} "
+              f"{s['auc_morf']:>10.6f} {s['abpc']:>10.6f}" for s in summaries]
+    return lines
+
+
 def output_paths(directory: str, method: str, prefix: str = "ILSVRC") -> Dict[str, str]:
     stem = os.path.join(directory, f"{prefix}_{method}_ABPC")
     return {kind: f"{stem}.{kind}" for kind in ("txt", "json", "csv", "png")}

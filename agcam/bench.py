@@ -1,8 +1,8 @@
 """Benchmark: seconds per image of the plain forward and of each explainer, side by side.
 
     python -m agcam.bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
-                          [--methods agcam rollout lrp] [--abpc_images 8]
-                          [--device cuda] [--precision fp32|tf32|bf16]
+                          [--methods agcam lrp rollout attention gae gradcam gradcam_tokens]
+                          [--abpc_images 8] [--device cuda] [--precision fp32|tf32|bf16]
 
 Random weights (nothing is downloaded). For every batch size the plain forward (``no_grad``,
 timm's own fused attention, what a user's inference costs) and every method are timed in turns
@@ -24,8 +24,9 @@ from typing import Callable, Dict, List
 
 import torch
 
+from agcam.cli import ordered_methods
 from agcam.precision import PRECISIONS, precision as precision_context
-from agcam.registry import REGISTRY, available_methods, get_explainer
+from agcam.registry import REGISTRY, get_explainer
 from models.vit import create_model, model_geometry
 
 REFUSED = "refused"
@@ -71,7 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: every registered method")
+                        help="default: every registered method, the paper's three first")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
@@ -88,12 +89,13 @@ def main(args: argparse.Namespace) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = create_model(args.model, pretrained=False, device=device)
-    methods = args.methods or list(available_methods())
+    methods = args.methods or ordered_methods()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"model {args.model} (random weights), device {device} ({name}), precision "
           f"{args.precision}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} repeats", flush=True)
-    print(f"{'batch':>5} {'what':>8} {'s/image':>9} {'images/s':>9} {'x forward':>10}")
+    width = max(len(what) for what in ["forward", *methods])
+    print(f"{'batch':>5} {'what':>{width}} {'s/image':>9} {'images/s':>9} {'x forward':>10}")
     table = {}
     for batch_size in args.batch_sizes:
         result = bench_methods(model, batch_size, methods, args.repeats,
@@ -101,11 +103,11 @@ def main(args: argparse.Namespace) -> int:
         table[batch_size] = result
         base = result["forward"]
         for what, seconds in result.items():
-            print(f"{batch_size:>5} {what:>8} {seconds:>9.4f} {1 / seconds:>9.1f} "
+            print(f"{batch_size:>5} {what:>{width}} {seconds:>9.4f} {1 / seconds:>9.1f} "
                   f"{seconds / base:>10.2f}", flush=True)
         for what in methods:
             if what not in result:
-                print(f"{batch_size:>5} {what:>8} {REFUSED:>9} (at {args.precision})")
+                print(f"{batch_size:>5} {what:>{width}} {REFUSED:>9} (at {args.precision})")
     print(f"\nimages/s at {args.precision} on {name}:")
     columns = ["forward"] + methods
     print(f"| batch | {' | '.join(columns)} |")

@@ -11,7 +11,7 @@ import functools
 import os
 import random
 import sys
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -125,9 +125,36 @@ PAPER_METHODS = ("agcam", "lrp", "rollout")
 
 
 def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
-    parser.add_argument("--method", default="agcam",
-                        help=f"explanation method{help_suffix}: {', '.join(PAPER_METHODS)} "
-                             "(default: agcam)")
+    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
+                        help=f"explanation method(s){help_suffix}: one or several of "
+                             f"{', '.join(PAPER_METHODS)}, ... (every registered name), or "
+                             "all (default: agcam)")
+
+
+def ordered_methods() -> List[str]:
+    """Every registered method, the paper's three first (the order of ``--method all``)."""
+    from agcam.registry import available_methods
+    methods = available_methods()
+    return [m for m in PAPER_METHODS if m in methods] + \
+        [m for m in methods if m not in PAPER_METHODS]
+
+
+def resolve_methods(names: Union[str, Sequence[str]]) -> List[str]:
+    """``--method`` as given (a name, several, or ``all``) -> the method names, checked.
+
+    A bad or repeated name is a :class:`UsageError` listing the available methods.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if "all" in names:
+        if len(names) > 1:
+            raise UsageError(f"--method {' '.join(names)}: all cannot be combined with names")
+        return ordered_methods()
+    for name in names:
+        check_method(name)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UsageError(f"--method {' '.join(names)}: {', '.join(repeated)} given twice")
+    return names
 
 
 #: at most this many loader processes by default (more rarely helps and costs memory)
@@ -172,13 +199,16 @@ def check_method(method: str) -> None:
     if method not in methods:
         known = ", ".join(sorted(set(methods) | set(PAPER_METHODS)))
         missing = "" if method not in PAPER_METHODS else " (its implementation is not installed)"
-        raise UsageError(f"--method {method}: unknown method{missing}; choose from {known}")
+        raise UsageError(f"--method {method}: unknown method{missing}; choose from {known} "
+                         "or all")
 
 
 def check_run_args(args: argparse.Namespace) -> None:
-    """The flags of :func:`add_run_args` (and ``--method``), before anything heavy starts."""
-    check_method(args.method)
-    check_precision_arg(args.method, args.precision)
+    """The flags of :func:`add_run_args` (and ``--method``, resolved into ``args.methods``),
+    before anything heavy starts."""
+    args.methods = resolve_methods(args.method)
+    for method in args.methods:
+        check_precision_arg(method, args.precision)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     if args.num_workers is None:

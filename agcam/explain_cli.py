@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       check_precision_arg, model_from_args, print_args, resolve_device)
+                       check_precision_arg, model_from_args, print_args, resolve_device,
+                       resolve_methods)
 from agcam.precision import precision
-from agcam.registry import available_methods, get_explainer
+from agcam.registry import get_explainer
 from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
                             top_k)
 from agcam.plotting import explanation_figure, save_figure
@@ -33,8 +34,10 @@ EXIT_SOME_FAILED = 1
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
-    parser.add_argument("--method", default="agcam", choices=PAPER_METHODS + ("all",),
-                        help="explanation method, or all three (default: agcam)")
+    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
+                        help=f"explanation method(s): {', '.join(PAPER_METHODS)}, ... (every "
+                             "registered name), several, or all, the paper's three first "
+                             "(default: agcam)")
     parser.add_argument("--target", default=None, metavar="CLASS",
                         help="class to explain instead of the predicted one: an index (281), a "
                              "wnid (n02123045) or an ImageNet name (tabby)")
@@ -52,16 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def get_args_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
         prog="python -m agcam explain", description=__doc__.splitlines()[0]))
-
-
-def resolve_methods(name: str) -> List[str]:
-    available = available_methods()
-    wanted = list(PAPER_METHODS) if name == "all" else [name]
-    missing = [m for m in wanted if m not in available]
-    if missing:
-        raise UsageError(f"--method {name}: {', '.join(missing)} not available "
-                         f"(installed: {', '.join(available)})")
-    return wanted
 
 
 def output_names(paths: Sequence[str]) -> List[str]:

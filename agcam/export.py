@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,79 +73,139 @@ def export_store(explainer: Explainer, dataset: ValDataset, path: str, layout: s
 
     Returns the statistics on rank 0, ``None`` on the other ranks.
     """
+    stats = export_stores([ExportJob(explainer, path, meta)], dataset, layout, ctx,
+                          num_workers, progress, log)
+    return None if stats is None else stats[0]
+
+
+@dataclass
+class ExportJob:
+    """One store to write: its method's explainer, its path and its self-description."""
+
+    explainer: Explainer
+    path: str
+    meta: StoreMeta
+
+
+def export_stores(jobs: Sequence[ExportJob], dataset: ValDataset, layout: str,
+                  ctx: Optional[DistContext] = None, num_workers: int = 0,
+                  progress: bool = False, log=print) -> Optional[List[ExportStats]]:
+    """Write (or finish) one store per job from one pass over ``dataset``: every work unit is
+    decoded once and explained by each method whose store still lacks it.
+
+    Stores resumed with another batch size than the rest (the file's own is kept, so that it
+    ends as an uninterrupted run would) are done in a pass of their own. Returns the statistics
+    per job on rank 0, ``None`` on the other ranks.
+    """
     ctx = ctx or DistContext()
     names = [s.name for s in dataset.samples]
     labels = [s.label for s in dataset.samples]
     start = time.perf_counter()
-    writer: Optional[StoreWriter] = None
+    writers: List[StoreWriter] = []
     plan = None
-    if ctx.is_main:
-        try:
-            writer = open_writer(path, layout, names, labels, meta)
-            plan = ("ok", writer.pending(), writer.meta.batch_size,
-                    bool(getattr(writer, "restarted", False)))
-        except StoreError as exc:
-            plan = ("error", str(exc))
-    plan = broadcast_from_main(plan, ctx)
-    if plan[0] == "error":
-        raise StoreError(plan[1])
-    _, pending, batch_size, restarted = plan
-    stats = ExportStats(path=path, num_images=len(names))
-    stats.already_done = len(names) - sum(len(u) for u in pending)
-    if ctx.is_main:
-        if restarted:
-            log(f"{path}{PARTIAL_SUFFIX}: damaged by an interruption; starting it over",
-                file=sys.stderr)
-        if batch_size != meta.batch_size:
-            log(f"resuming with the file's batch size {batch_size} (not {meta.batch_size}) so "
-                "that it ends as an uninterrupted run would")
-        if stats.already_done and pending:
-            log(f"resuming {path}: {stats.already_done} of {len(names)} images already written")
-        elif not pending:
-            log(f"{path} is already complete ({len(names)} images)")
     try:
-        mine = pending[ctx.rank::ctx.world_size]
-        rounds = -(-len(pending) // ctx.world_size)
-        loader = iter(decoded_batches(DataLoader(
-            dataset, batch_sampler=mine, collate_fn=collate_for(dataset),
-            **loader_options(num_workers, explainer.device.type == "cuda")),
-            dataset, explainer.device)) if mine else iter(())
-        pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-        bar = None
-        if progress and ctx.is_main and pending:
-            from tqdm import tqdm
-            bar = tqdm(total=sum(len(u) for u in pending), unit="img", desc="save_h5")
-        try:
-            for _ in range(rounds):
-                batch = next(loader, None)
-                results = [explain_unit(explainer, batch)] if batch is not None else []
-                gathered = gather_to_main(results, ctx)
-                if not ctx.is_main:
-                    continue
-                for result in sorted(gathered, key=lambda r: r.indices[0]):
-                    writer.write(result.indices, result.images, result.maps, result.valid)
-                    stats.written += len(result.indices)
-                    for i, ok, error in zip(result.indices, result.valid, result.errors):
-                        if not ok:
-                            stats.unreadable.append(names[i])
+        if ctx.is_main:
+            try:
+                plans = []
+                for job in jobs:
+                    writer = open_writer(job.path, layout, names, labels, job.meta)
+                    writers.append(writer)
+                    plans.append((writer.pending(), writer.meta.batch_size,
+                                  bool(getattr(writer, "restarted", False))))
+                plan = ("ok", plans)
+            except StoreError as exc:
+                plan = ("error", str(exc))
+        plan = broadcast_from_main(plan, ctx)
+        if plan[0] == "error":
+            raise StoreError(plan[1])
+        all_stats = []
+        for job, (pending, batch_size, restarted) in zip(jobs, plan[1]):
+            stats = ExportStats(path=job.path, num_images=len(names))
+            stats.already_done = len(names) - sum(len(u) for u in pending)
+            all_stats.append(stats)
+            if not ctx.is_main:
+                continue
+            if restarted:
+                log(f"{job.path}{PARTIAL_SUFFIX}: damaged by an interruption; starting it over",
+                    file=sys.stderr)
+            if batch_size != job.meta.batch_size:
+                log(f"resuming {job.path} with the file's batch size {batch_size} (not "
+                    f"{job.meta.batch_size}) so that it ends as an uninterrupted run would")
+            if stats.already_done and pending:
+                log(f"resuming {job.path}: {stats.already_done} of {len(names)} images already "
+                    "written")
+            elif not pending:
+                log(f"{job.path} is already complete ({len(names)} images)")
+        for batch_size in sorted({p[1] for p in plan[1]}):
+            group = [j for j, p in enumerate(plan[1]) if p[1] == batch_size and p[0]]
+            if group:
+                _export_pass(jobs, writers, all_stats, group, [plan[1][j][0] for j in group],
+                             dataset, ctx, num_workers, progress, log)
+        if ctx.is_main:
+            for writer in writers:
+                writer.finish()
+    finally:
+        for writer in writers:
+            writer.close()
+    seconds = time.perf_counter() - start
+    for stats in all_stats:
+        stats.seconds = seconds
+    return all_stats if ctx.is_main else None
+
+
+def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
+                 all_stats: List[ExportStats], group: List[int], pendings: List[List[List[int]]],
+                 dataset: ValDataset, ctx: DistContext, num_workers: int, progress: bool,
+                 log) -> None:
+    """One pass over the units any job of ``group`` (same batch size) still needs."""
+    needed: Dict[Tuple[int, ...], List[int]] = {}
+    for j, pending in zip(group, pendings):
+        for unit in pending:
+            needed.setdefault(tuple(unit), []).append(j)
+    units = sorted(needed)
+    names = [s.name for s in dataset.samples]
+    mine = [list(u) for u in units[ctx.rank::ctx.world_size]]
+    rounds = -(-len(units) // ctx.world_size)
+    device = jobs[group[0]].explainer.device
+    loader = iter(decoded_batches(DataLoader(
+        dataset, batch_sampler=mine, collate_fn=collate_for(dataset),
+        **loader_options(num_workers, device.type == "cuda")),
+        dataset, device)) if mine else iter(())
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    warned = set()
+    bar = None
+    if progress and ctx.is_main and units:
+        from tqdm import tqdm
+        bar = tqdm(total=sum(len(u) for u in units), unit="img", desc="save_h5")
+    try:
+        for _ in range(rounds):
+            batch = next(loader, None)
+            results = [] if batch is None else \
+                [(j, explain_unit(jobs[j].explainer, batch))
+                 for j in needed[tuple(batch["index"].tolist())]]
+            gathered = gather_to_main(results, ctx)
+            if not ctx.is_main:
+                continue
+            for j, result in sorted(gathered, key=lambda r: (r[1].indices[0], r[0])):
+                writers[j].write(result.indices, result.images, result.maps, result.valid)
+                stats = all_stats[j]
+                stats.written += len(result.indices)
+                for i, ok, error in zip(result.indices, result.valid, result.errors):
+                    if not ok:
+                        stats.unreadable.append(names[i])
+                        if i not in warned:
+                            warned.add(i)
                             log(f"warning: {dataset.samples[i].path}: unreadable, stored as "
                                 f"invalid and left out of ABPC ({error})", file=sys.stderr)
-                    if bar is not None:
-                        bar.update(len(result.indices))
-                    if pause:
-                        log(f"committed {stats.already_done + stats.written} of {len(names)}",
-                            flush=True)
-                        time.sleep(pause)
-        finally:
+                if pause:
+                    log(f"committed {stats.already_done + stats.written} of {len(names)}",
+                        flush=True)
+                    time.sleep(pause)
             if bar is not None:
-                bar.close()
-        if ctx.is_main:
-            writer.finish()
+                bar.update(sum({r.indices[0]: len(r.indices) for _, r in gathered}.values()))
     finally:
-        if writer is not None:
-            writer.close()
-    stats.seconds = time.perf_counter() - start
-    return stats if ctx.is_main else None
+        if bar is not None:
+            bar.close()
 
 
 def store_meta(method: str, model: torch.nn.Module, model_name: str,

@@ -19,7 +19,9 @@ from agcam.maps import to_heatmap
 Box = Tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax)
 
 #: display names of the command-line method names
-METHOD_LABELS = {"agcam": "AGCAM", "rollout": "Attention Rollout", "lrp": "LRP"}
+METHOD_LABELS = {"agcam": "AGCAM", "rollout": "Attention Rollout", "lrp": "LRP",
+                 "attention": "Raw attention", "gradcam": "Grad-CAM (attention)",
+                 "gae": "GAE", "gradcam_tokens": "Grad-CAM (tokens)"}
 
 
 def method_label(name: str) -> str:

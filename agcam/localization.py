@@ -24,7 +24,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -75,6 +75,8 @@ class Timer:
     boxes_wait: float = 0.0
     total: float = 0.0
     images: int = 0
+    #: method -> seconds of its maps (``explain`` is their sum)
+    per_method: Dict[str, float] = field(default_factory=dict)
 
     def share(self, seconds: float) -> float:
         return seconds / self.total if self.total > 0 else 0.0
@@ -111,35 +113,50 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
              thresholds: Sequence[float], progress: bool = True, total: Optional[int] = None,
              timer: Optional[Timer] = None, warn=None, overlap: bool = True
              ) -> List[ImageResult]:
-    """Localize every image ``loader`` yields (batches of :func:`agcam.datasets.common.collate`).
+    """Localize every image ``loader`` yields with one method: :func:`evaluate_methods`'s list."""
+    return evaluate_methods({"method": explainer}, loader, samples, thresholds, progress, total,
+                            timer, warn, overlap)["method"]
 
-    Returns one :class:`ImageResult` per image, in ``index`` order. Unreadable images are
-    reported through ``warn`` (default: a line on stderr) and kept as ``unreadable``; those the
-    model misclassifies as ``misclassified``. With ``overlap`` the boxes and metrics of a batch
-    are computed in a background thread while the device computes the next batch's maps
-    (OpenCV and NumPy release the GIL), so they cost no time unless they take longer than the
-    maps; the numbers are the same either way.
+
+def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[str, Any]],
+                     samples: Sequence[Sample], thresholds: Sequence[float],
+                     progress: bool = True, total: Optional[int] = None,
+                     timer: Optional[Timer] = None, warn=None, overlap: bool = True
+                     ) -> Dict[str, List[ImageResult]]:
+    """Localize every image ``loader`` yields (batches of :func:`agcam.datasets.common.collate`) with every
+    method of ``explainers`` (name -> explainer): each batch is decoded once and explained by
+    each method in turn.
+
+    Returns per method one :class:`ImageResult` per image, in ``index`` order. Unreadable images
+    are reported (once) through ``warn`` (default: a line on stderr) and kept as ``unreadable``;
+    those the model misclassifies as ``misclassified``. With ``overlap`` the boxes and metrics of
+    a batch are computed in a background thread while the device computes the next maps (OpenCV
+    and NumPy release the GIL), so they cost no time unless they take longer than the maps; the
+    numbers are the same either way.
     """
     timer = timer if timer is not None else Timer()
-    device = explainer.device
-    input_size = explainer.geometry.input_size
-    results: List[ImageResult] = []
-    pending: Deque[Tuple[Future, List[Tuple[int, str, int, int]]]] = deque()
+    names = list(explainers)
+    first = explainers[names[0]]
+    device = first.device
+    input_size = first.geometry.input_size
+    results: Dict[str, List[ImageResult]] = {name: [] for name in names}
+    pending: Deque[Tuple[str, Future, List[Tuple[int, str, int, int]]]] = deque()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localize") if overlap else None
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True,
                file=sys.stderr, desc="localization")
     warn = warn or (lambda text: bar.write(text, file=sys.stderr))
 
     def collect(block: bool) -> None:
-        while pending and (block or pending[0][0].done()):
-            future, counted = pending.popleft()
+        while pending and (block or pending[0][1].done()):
+            name, future, counted = pending.popleft()
             tick = time.perf_counter()
             per_image, seconds = future.result()
             timer.boxes_wait += time.perf_counter() - tick
             timer.boxes += seconds
-            results.extend(ImageResult(index, name, label, prediction, COUNTED, metrics)
-                           for (index, name, label, prediction), metrics
-                           in zip(counted, per_image))
+            results[name].extend(ImageResult(index, sample_name, label, prediction, COUNTED,
+                                             metrics)
+                                 for (index, sample_name, label, prediction), metrics
+                                 in zip(counted, per_image))
 
     start = time.perf_counter()
     mark = start
@@ -153,39 +170,44 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
             for i in np.flatnonzero(~valid):
                 sample = samples[indices[i]]
                 warn(f"warning: skipping unreadable image {sample.path} ({batch['error'][i]})")
-                results.append(ImageResult(indices[i], sample.name, labels[i], None, UNREADABLE))
+                for name in names:
+                    results[name].append(ImageResult(indices[i], sample.name, labels[i], None,
+                                                     UNREADABLE))
             rows = np.flatnonzero(valid)
             if len(rows):
                 inputs = batch["input"].to(device, non_blocking=True)  # pinned: overlaps
                 if len(rows) < len(valid):
                     inputs = inputs[torch.from_numpy(rows).to(device)]
-                predictions, maps = explainer.explain(inputs)
-                predictions = predictions.cpu().tolist()
-                correct = []
-                for k, row in enumerate(rows):
-                    index = indices[row]
-                    if predictions[k] == labels[row]:
-                        correct.append(k)
-                    else:
-                        results.append(ImageResult(index, samples[index].name, labels[row],
-                                                   predictions[k], MISCLASSIFIED))
-                if correct:
-                    # Upsampling and normalising stay on the device; the copy synchronises.
-                    heatmaps = to_heatmap(maps[correct], input_size).cpu().numpy()
-                    boxes = [batch["boxes"][rows[k]] for k in correct]
-                    counted = [(indices[rows[k]], samples[indices[rows[k]]].name,
-                                labels[rows[k]], predictions[k]) for k in correct]
-                    timer.explain += time.perf_counter() - now
-                    if pool is not None:
-                        future = pool.submit(_timed_localize, heatmaps, boxes, thresholds)
-                    else:
-                        future = Future()
-                        future.set_result(_timed_localize(heatmaps, boxes, thresholds))
-                    pending.append((future, counted))
-                else:
-                    timer.explain += time.perf_counter() - now
-                # a few batches in flight at most: bounded memory, results kept flowing
-                collect(block=len(pending) > 2)
+                for name in names:
+                    tick = time.perf_counter()
+                    predictions, maps = explainers[name].explain(inputs)
+                    predictions = predictions.cpu().tolist()
+                    correct = []
+                    for k, row in enumerate(rows):
+                        index = indices[row]
+                        if predictions[k] == labels[row]:
+                            correct.append(k)
+                        else:
+                            results[name].append(ImageResult(index, samples[index].name,
+                                                             labels[row], predictions[k],
+                                                             MISCLASSIFIED))
+                    if correct:
+                        # Upsampling and normalising stay on the device; the copy synchronises.
+                        heatmaps = to_heatmap(maps[correct], input_size).cpu().numpy()
+                        boxes = [batch["boxes"][rows[k]] for k in correct]
+                        counted = [(indices[rows[k]], samples[indices[rows[k]]].name,
+                                    labels[rows[k]], predictions[k]) for k in correct]
+                        if pool is not None:
+                            future = pool.submit(_timed_localize, heatmaps, boxes, thresholds)
+                        else:
+                            future = Future()
+                            future.set_result(_timed_localize(heatmaps, boxes, thresholds))
+                        pending.append((name, future, counted))
+                    seconds = time.perf_counter() - tick
+                    timer.explain += seconds
+                    timer.per_method[name] = timer.per_method.get(name, 0.0) + seconds
+                    # a few batches in flight at most: bounded memory, results kept flowing
+                    collect(block=len(pending) > 2)
             timer.images += len(indices)
             bar.update(len(indices))
             mark = time.perf_counter()
@@ -195,7 +217,8 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         timer.total += time.perf_counter() - start
-    results.sort(key=lambda r: r.index)
+    for name in names:
+        results[name].sort(key=lambda r: r.index)
     return results
 
 
@@ -264,3 +287,46 @@ def write_outputs(output_dir: str, results: Sequence[ImageResult], summary: Dict
         json.dump(clean, handle, indent=2)
         handle.write("\n")
     return {"csv": csv_path, "json": json_path}
+
+
+def table(summaries: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[List[Any]]]:
+    """One row per method's summary: method, counted images, then every metric per threshold
+    (columns ``<metric>@<threshold>``, the per-image CSV's names)."""
+    keys = list(summaries[0]["results"]) if summaries else []
+    header = ["method", "images"] + [f"{metric}@{key}" for key in keys for metric in METRICS]
+    rows = [[s["method"], s["num_images"]] + [s["results"][key][metric]
+                                               for key in keys for metric in METRICS]
+            for s in summaries]
+    return header, rows
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def table_lines(summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """The table as aligned text, four decimals (the released printout's precision)."""
+    header, rows = table(summaries)
+    cells = [header] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(header))]
+    return ["  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                      for j, (c, w) in enumerate(zip(row, widths))) for row in cells]
+
+
+def write_table(output_dir: str, summaries: Sequence[Dict[str, Any]]) -> Dict[str, str]:
+    """``localization_table.csv`` (full precision) and ``localization_table.md`` (four
+    decimals): one row per method."""
+    os.makedirs(output_dir, exist_ok=True)
+    header, rows = table(summaries)
+    csv_path = os.path.join(output_dir, "localization_table.csv")
+    md_path = os.path.join(output_dir, "localization_table.md")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([repr(v) if isinstance(v, float) else v for v in row] for row in rows)
+    with open(md_path, "w") as handle:
+        handle.write("| " + " | ".join(header) + " |\n")
+        handle.write("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|\n")
+        for row in rows:
+            handle.write("| " + " | ".join(_cell(v) for v in row) + " |\n")
+    return {"csv": csv_path, "md": md_path}

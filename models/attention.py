@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,9 @@ class AttentionRecorder:
         keep_scores: record the pre-softmax scores.
         keep_probs: record the post-softmax probabilities.
         grad: make ``dy/dA`` available through ``AttentionRecord.grad_tensor``.
+        blocks: indices into ``model.blocks`` (negative from the end) whose attention is
+            recorded, in that order; ``None`` records every block. The other blocks keep timm's
+            own (fused) attention. Records follow the order given (``[-1]``: the last block).
 
     With ``detach_input=True`` nothing inside an attention module needs a gradient except ``A``
     itself, so the q/k/v projections run without building a graph and (for ``rows="cls"``) only the
@@ -112,6 +115,7 @@ class AttentionRecorder:
     keep_scores: bool = True
     keep_probs: bool = True
     grad: bool = False
+    blocks: Optional[Sequence[int]] = None
     records: List[Optional[AttentionRecord]] = field(default_factory=list, init=False)
     _saved: list = field(default_factory=list, init=False, repr=False)
 
@@ -122,6 +126,9 @@ class AttentionRecorder:
             # Without the cut, A's other rows carry gradient to the input: keep the full matrix.
             raise ValueError("rows='cls' with grad=True needs detach_input=True")
         self.cls_fast_path = self.detach_input and self.rows == "cls" and self.grad
+        if self.cls_fast_path and self.blocks is not None:
+            # The fast path is exact only when every attention input is cut.
+            raise ValueError("the class-token fast path records every block (blocks=None)")
 
     # -- context manager -------------------------------------------------------------------------
     def attention_modules(self) -> List[nn.Module]:
@@ -138,6 +145,12 @@ class AttentionRecorder:
                     f"block {i}: attention module {type(attn).__name__} is not a timm Attention "
                     "(needs qkv, proj, num_heads, head_dim, scale); cannot record attention")
             modules.append(attn)
+        if self.blocks is not None:
+            try:
+                modules = [modules[i] for i in self.blocks]
+            except IndexError:
+                raise AttentionRecordingError(
+                    f"blocks {list(self.blocks)}: the model has {len(modules)} blocks") from None
         return modules
 
     def __enter__(self) -> "AttentionRecorder":
@@ -195,13 +208,17 @@ class AttentionRecorder:
 
     def gradients(self, score: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
         """``[B, L, H, R, N]``: ``d score / dA`` for every block (``score`` a scalar)."""
+        return torch.stack(self.gradient_list(score, retain_graph), dim=1)
+
+    def gradient_list(self, score: torch.Tensor, retain_graph: bool = False
+                      ) -> List[torch.Tensor]:
+        """``d score / dA`` per recorded block, ``[B, H, R, N]`` each (no stacked copy)."""
         records = self.checked_records()
         if not self.grad:
             raise AttentionRecordingError("gradients were not requested (grad=False)")
         tensors = [r.grad_tensor for r in records]
         grads = torch.autograd.grad(score, tensors, retain_graph=retain_graph, allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
-        return torch.stack(grads, dim=1)
+        return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
 
     # -- the unfused attention -------------------------------------------------------------------
     def _make_forward(self, module: nn.Module, index: int):

@@ -33,7 +33,8 @@ FLOAT64_AGREEMENT = 1e-7
 #: the released run's float32 and ours, five times again for other kernels.
 PROBABILITY_ALLOWANCE = 1e-5
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if "OMP_NUM_THREADS" not in os.environ:   # else the thread count the run asks for (e.g. 1)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,6 +52,12 @@ def relative_error(actual, expected) -> float:
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def correlation(a, b) -> float:
+    """Pearson correlation of two arrays, flattened."""
+    return float(np.corrcoef(np.ravel(np.asarray(a, dtype=np.float64)),
+                             np.ravel(np.asarray(b, dtype=np.float64)))[0, 1])
 
 
 def released_spread(reference, reference64, key) -> np.ndarray:

@@ -16,7 +16,6 @@ index is the label), so that the ILSVRC reader gives the expected samples indepe
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from agcam import get_explainer
-from tests.conftest import float32_bounds, float32_spread, relative_error
+from tests.conftest import correlation, float32_bounds, float32_spread, relative_error
 
 ROLLOUT_SETTINGS = [("mean", 0.0), ("max", 0.9), ("min", 0.5)]
 #: (method, options, reference key, explain the class_specific_targets)
@@ -44,10 +44,6 @@ def float64_limits(method: str) -> np.ndarray:
         limits[3] = LRP_EXACT_IMAGE_3
         return limits
     return np.full(6, EXACT)
-
-
-def correlation(a, b) -> float:
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 
 
 def explain(model, inputs, reference, method, options, targeted):

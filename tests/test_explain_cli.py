@@ -50,8 +50,24 @@ def test_all_methods_for_a_given_class(tmp_path, capsys):
     code = entry(["explain", str(SAMPLES / "cat_and_coffee.jpg"), "--method", "all",
                   "--target", "espresso", "--out", str(out), *FIXTURE_MODEL])
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == [
-        "cat_and_coffee_agcam.png", "cat_and_coffee_lrp.png", "cat_and_coffee_rollout.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"cat_and_coffee_{m}.png" for m in available_methods())
+    assert len(available_methods()) >= 7
+
+
+def test_several_methods_and_a_bad_name(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = entry(["explain", str(SAMPLES / "chelsea.jpg"), "--method", "gae", "gradcam_tokens",
+                  "--out", str(out), *FIXTURE_MODEL])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea_gae.png",
+                                                      "chelsea_gradcam_tokens.png"]
+    capsys.readouterr()
+    code = entry(["explain", str(SAMPLES / "chelsea.jpg"), "--method", "agcam", "nope",
+                  *FIXTURE_MODEL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--method nope: unknown method" in err[0] and "gradcam_tokens" in err[0]
 
 
 def test_model_error_is_one_line_and_exit_code_2(tmp_path):

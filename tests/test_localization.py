@@ -223,7 +223,7 @@ def _damaged_copy(tmp_path, damage):
     (["--data_root", "{root}"], "unknown_wnid", "unknown wnid 'n12345678'"),
     (["--threshold", "1.5"], None, "--threshold 1.5: outside [0, 1]"),
     (["--threshold", "0.5", "-0.1"], None, "--threshold -0.1: outside [0, 1]"),
-    (["--method", "gradcam"], None, "--method gradcam: unknown method"),
+    (["--method", "nope"], None, "--method nope: unknown method; choose from agcam, attention"),
     (["--model", "vit_no_such_model"], None, "--model vit_no_such_model"),
     (["--batch_size", "0"], None, "--batch_size 0"),
     (["--limit", "0"], None, "--limit 0"),

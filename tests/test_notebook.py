@@ -62,3 +62,10 @@ def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch):
                        .glob("*.xml")))
     assert figures["samples"] == samples, figures
     assert figures["class-specific"] == 1, figures
+    # every registered method is shown, the paper's three first
+    from agcam import available_methods
+    methods_cell = next(c for c in code_cells if c.id == "methods")
+    printed = "".join(o.get("text", "") for o in methods_cell.outputs).strip()
+    shown = printed.split("methods: ", 1)[1].split(", ")
+    assert shown[:3] == ["agcam", "rollout", "lrp"]
+    assert sorted(shown) == sorted(available_methods())

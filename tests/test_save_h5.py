@@ -258,7 +258,7 @@ def test_another_run_in_the_same_file_is_refused(saved, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--data_root", "{tmp}/nowhere"], "--data_root"),
-    (["--method", "gradcam"], "--method gradcam"),
+    (["--method", "nope"], "--method nope: unknown method"),
     (["--batch_size", "0"], "--batch_size 0"),
     (["--save_root", "{tmp}/file"], "--save_root"),
 ])
