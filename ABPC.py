@@ -18,8 +18,7 @@ import sys
 import numpy as np
 
 from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       check_precision_arg, dataset_from_args, resolve_methods, script_entry,
-                       start_run, str2bool)
+                       dataset_from_args, resolve_methods, script_entry, start_run, str2bool)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -88,9 +87,7 @@ def open_checked_stores(args: argparse.Namespace) -> list:
     """Every store the flags name, all checked before the model is made."""
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    args.methods = resolve_methods(args.method)
-    for method in args.methods:
-        check_precision_arg(method, args.precision)
+    args.methods = resolve_methods(args.method, args.precision)
     if args.h5_file is not None and len(args.methods) > 1:
         raise UsageError(f"--h5_file {args.h5_file}: one method only (several methods read "
                          "--h5_root)")

@@ -57,10 +57,11 @@ def check_precision_arg(method: str, precision: str) -> None:
     """The method's refusal of ``--precision`` (LRP at bf16) as a usage error, before any work."""
     from agcam.registry import REGISTRY
     cls = REGISTRY.get(method)
-    if cls is not None and precision not in cls.precisions:
-        raise UsageError(f"--precision {precision}: {method} cannot run at {precision}"
-                         f"{': ' + cls.refusal if cls.refusal else ''}; use "
-                         f"{' or '.join(cls.precisions)}")
+    if cls is not None:
+        try:
+            cls.check_supported(precision)
+        except ValueError as exc:
+            raise UsageError(f"--precision {precision}: {exc}") from None
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -139,22 +140,31 @@ def ordered_methods() -> List[str]:
         [m for m in methods if m not in PAPER_METHODS]
 
 
-def resolve_methods(names: Union[str, Sequence[str]]) -> List[str]:
+def resolve_methods(names: Union[str, Sequence[str]], precision: Optional[str] = None
+                    ) -> List[str]:
     """``--method`` as given (a name, several, or ``all``) -> the method names, checked.
 
-    A bad or repeated name is a :class:`UsageError` listing the available methods.
+    A bad or repeated name is a :class:`UsageError` listing the available methods; with
+    ``precision``, so is a method that refuses it (:func:`check_precision_arg`).
     """
     names = [names] if isinstance(names, str) else list(names)
     if "all" in names:
         if len(names) > 1:
             raise UsageError(f"--method {' '.join(names)}: all cannot be combined with names")
-        return ordered_methods()
+        return _check_precision(ordered_methods(), precision)
     for name in names:
         check_method(name)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise UsageError(f"--method {' '.join(names)}: {', '.join(repeated)} given twice")
-    return names
+    return _check_precision(names, precision)
+
+
+def _check_precision(methods: List[str], precision: Optional[str]) -> List[str]:
+    if precision is not None:
+        for method in methods:
+            check_precision_arg(method, precision)
+    return methods
 
 
 #: at most this many loader processes by default (more rarely helps and costs memory)
@@ -206,9 +216,7 @@ def check_method(method: str) -> None:
 def check_run_args(args: argparse.Namespace) -> None:
     """The flags of :func:`add_run_args` (and ``--method``, resolved into ``args.methods``),
     before anything heavy starts."""
-    args.methods = resolve_methods(args.method)
-    for method in args.methods:
-        check_precision_arg(method, args.precision)
+    args.methods = resolve_methods(args.method, args.precision)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     if args.num_workers is None:

@@ -20,8 +20,7 @@ import torch
 from tqdm import tqdm
 
 from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       check_precision_arg, model_from_args, print_args, resolve_device,
-                       resolve_methods)
+                       model_from_args, print_args, resolve_device, resolve_methods)
 from agcam.precision import precision
 from agcam.registry import get_explainer
 from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
@@ -89,9 +88,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
-    methods = resolve_methods(args.method)
-    for method in methods:
-        check_precision_arg(method, args.precision)
+    methods = resolve_methods(args.method, args.precision)
     if args.target is not None and not args.target.strip().isdigit():
         _target(args.target, 1000)  # a misspelt name fails before the model is downloaded
     model = model_from_args(args, resolve_device(args.device))

@@ -52,13 +52,14 @@ class Explainer:
         self.check_supported(mode)
         self._precision = mode
 
-    def check_supported(self, mode: str) -> None:
+    @classmethod
+    def check_supported(cls, mode: str) -> None:
         """``ValueError`` naming the method and the reason if it cannot run at ``mode``."""
         check_precision(mode)
-        if mode not in self.precisions:
-            raise ValueError(f"{self.name or type(self).__name__} cannot run at precision "
-                             f"{mode}{': ' + self.refusal if self.refusal else ''}; use "
-                             f"{' or '.join(self.precisions)}")
+        if mode not in cls.precisions:
+            raise ValueError(f"{cls.name or cls.__name__} cannot run at precision "
+                             f"{mode}{': ' + cls.refusal if cls.refusal else ''}; use "
+                             f"{' or '.join(cls.precisions)}")
 
     @property
     def device(self) -> torch.device:
