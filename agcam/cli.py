@@ -121,7 +121,9 @@ def script_entry(get_args_parser: Callable[[], argparse.ArgumentParser],
 
 
 # -- what the data scripts (localization.py, save_h5.py) share -----------------------------------
-#: the methods of the paper's scripts (registered in agcam.method and baselines/)
+from agcam.registry import ordered_methods, paper_methods  # noqa: E402
+
+#: the methods of the paper's scripts (registered with ``paper=True``)
 PAPER_METHODS = ("agcam", "lrp", "rollout")
 
 
@@ -130,14 +132,6 @@ def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> No
                         help=f"explanation method(s){help_suffix}: one or several of "
                              f"{', '.join(PAPER_METHODS)}, ... (every registered name), or "
                              "all (default: agcam)")
-
-
-def ordered_methods() -> List[str]:
-    """Every registered method, the paper's three first (the order of ``--method all``)."""
-    from agcam.registry import available_methods
-    methods = available_methods()
-    return [m for m in PAPER_METHODS if m in methods] + \
-        [m for m in methods if m not in PAPER_METHODS]
 
 
 def resolve_methods(names: Union[str, Sequence[str]], precision: Optional[str] = None

@@ -27,8 +27,11 @@ Target = Union[None, int, Sequence[int], torch.Tensor]
 class Explainer:
     """Base class: subclasses implement :meth:`_explain` on a batch already on the model's device."""
 
-    #: command-line name, set by :func:`agcam.registry.register`
+    #: command-line name, display label and whether the paper reports the method, set by
+    #: :func:`agcam.registry.register`
     name: str = ""
+    label: str = ""
+    paper: bool = False
     #: whether the map depends on the target class (Rollout's does not)
     class_specific: bool = True
     #: the precisions the method supports (:data:`agcam.precision.PRECISIONS`)

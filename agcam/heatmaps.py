@@ -15,18 +15,9 @@ from torch import nn
 
 from agcam.explainer import Explainer, Target
 from agcam.maps import to_heatmap
+from agcam.registry import method_label  # noqa: F401  (re-exported for the figures)
 
 Box = Tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax)
-
-#: display names of the command-line method names
-METHOD_LABELS = {"agcam": "AGCAM", "rollout": "Attention Rollout", "lrp": "LRP",
-                 "attention": "Raw attention", "gradcam": "Grad-CAM (attention)",
-                 "gae": "GAE", "gradcam_tokens": "Grad-CAM (tokens)"}
-
-
-def method_label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
-
 
 @functools.lru_cache(maxsize=1)
 def _imagenet_info():

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from agcam.explainer import Explainer, class_scores
+from agcam.precision import DEFAULT_PRECISION
 from agcam.registry import register
 from models.attention import AttentionRecorder
 
@@ -35,7 +36,7 @@ def _fuse(tensor: torch.Tensor, dim: int, how: str) -> torch.Tensor:
     raise ValueError(f"fusion must be one of {FUSIONS}, got {how!r}")
 
 
-@register("agcam")
+@register("agcam", label="AGCAM", paper=True)
 class AGCAM(Explainer):
     """AGCAM explainer.
 
@@ -48,8 +49,8 @@ class AGCAM(Explainer):
     """
 
     def __init__(self, model: nn.Module, head_fusion: str = "sum", layer_fusion: str = "sum",
-                 gradient_cut: bool = True):
-        super().__init__(model)
+                 gradient_cut: bool = True, precision: str = DEFAULT_PRECISION):
+        super().__init__(model, precision)
         for how in (head_fusion, layer_fusion):
             if how not in FUSIONS:
                 raise ValueError(f"fusion must be one of {FUSIONS}, got {how!r}")

@@ -24,7 +24,7 @@ from agcam.registry import register
 from models.attention import AttentionRecorder
 
 
-@register("attention")
+@register("attention", label="Raw attention")
 class RawAttention(Explainer):
     """``mean_h A_L[h, cls, patches]`` of the last block (class-agnostic)."""
 

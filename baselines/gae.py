@@ -40,7 +40,7 @@ def self_attention_relevance(attentions: Sequence[torch.Tensor],
     return R
 
 
-@register("gae")
+@register("gae", label="GAE")
 class GenericAttentionExplainability(Explainer):
     """GAE explainer (Chefer et al., ICCV 2021): gradient-weighted attention, accumulated."""
 

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from agcam.explainer import Explainer, class_scores
+from agcam.precision import DEFAULT_PRECISION
 from agcam.registry import register
 from models.attention import AttentionRecorder
 
@@ -41,7 +42,7 @@ class GradCAMError(ValueError):
     """The model has no layer Grad-CAM on tokens can read (no ``blocks[-1].norm1``)."""
 
 
-@register("gradcam")
+@register("gradcam", label="Grad-CAM (attention)")
 class AttentionGradCAM(Explainer):
     """Grad-CAM on the last block's attention (Chefer et al.'s baseline)."""
 
@@ -59,12 +60,12 @@ class AttentionGradCAM(Explainer):
         return predictions.detach(), maps
 
 
-@register("gradcam_tokens")
+@register("gradcam_tokens", label="Grad-CAM (tokens)")
 class TokenGradCAM(Explainer):
     """Grad-CAM on the last block's ``norm1`` output (pytorch-grad-cam's ViT recipe)."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__(model)
+    def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
+        super().__init__(model, precision)
         blocks = getattr(model, "blocks", None)
         self.layer = getattr(blocks[-1], "norm1", None) if blocks else None
         if not isinstance(self.layer, nn.Module):

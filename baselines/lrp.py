@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agcam.explainer import Explainer, class_scores
+from agcam.precision import DEFAULT_PRECISION
 from agcam.registry import register
 from models.attention import is_timm_attention
 
@@ -270,7 +271,7 @@ def _head_forward(model: nn.Module, tokens: torch.Tensor
     return model.head(pooled), [pooled]
 
 
-@register("lrp")
+@register("lrp", label="LRP", paper=True)
 class TransformerAttribution(Explainer):
     """Transformer Attribution (Chefer et al. 2021), ``start_layer=0``; see the module docstring.
 
@@ -286,8 +287,9 @@ class TransformerAttribution(Explainer):
     refusal = ("its relevance rules divide by sums near zero, which bfloat16 rounding breaks "
                "(maps uncorrelated with float32's)")
 
-    def __init__(self, model: nn.Module, final_norm_eps: str = "released"):
-        super().__init__(model)
+    def __init__(self, model: nn.Module, final_norm_eps: str = "released",
+                 precision: str = DEFAULT_PRECISION):
+        super().__init__(model, precision)
         _check_supported(model)
         if final_norm_eps not in FINAL_NORM_EPS:
             raise ValueError(f"final_norm_eps must be one of {FINAL_NORM_EPS}, "

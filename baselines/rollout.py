@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from agcam.explainer import Explainer
+from agcam.precision import DEFAULT_PRECISION
 from agcam.registry import register
 from models.attention import AttentionRecorder
 
@@ -87,7 +88,7 @@ def rollout_matrices(attentions: Union[torch.Tensor, Sequence[torch.Tensor]],
     return result
 
 
-@register("rollout")
+@register("rollout", label="Attention Rollout", paper=True)
 class Rollout(Explainer):
     """Attention Rollout explainer (class-agnostic: a target is accepted and ignored).
 
@@ -103,8 +104,8 @@ class Rollout(Explainer):
     class_specific = False
 
     def __init__(self, model: nn.Module, head_fusion: str = "mean", discard_ratio: float = 0.0,
-                 normalization: str = "released"):
-        super().__init__(model)
+                 normalization: str = "released", precision: str = DEFAULT_PRECISION):
+        super().__init__(model, precision)
         if head_fusion not in HEAD_FUSIONS:
             raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
         if not 0.0 <= discard_ratio < 1.0:

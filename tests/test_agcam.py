@@ -14,7 +14,7 @@ from tests.conftest import relative_error
 def test_registry_names_agcam(golden_model):
     assert "agcam" in available_methods()
     assert isinstance(get_explainer("agcam", golden_model), AGCAM)
-    with pytest.raises(KeyError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown method"):
         get_explainer("nope", golden_model)
 
 
