@@ -71,7 +71,8 @@ from torch import nn
 from agcam.explainer import Explainer, class_scores
 from agcam.precision import DEFAULT_PRECISION
 from agcam.registry import register
-from models.attention import is_timm_attention
+from models import forward
+from models.forward import is_timm_attention
 
 
 #: ``final_norm_eps`` choices: the released LRP model's final-norm eps, or the model's own
@@ -227,48 +228,17 @@ def _check_supported(model: nn.Module) -> None:
 
 def _block_forward(blk: nn.Module, x: torch.Tensor, rows: Optional[int] = None
                    ) -> Tuple[torch.Tensor, _BlockTape]:
-    """timm ``Block.forward`` with unfused attention, keeping the tape (graph kept for G_k).
+    """timm ``Block.forward`` with unfused attention (:func:`models.forward.block_forward`),
+    keeping the tape (graph kept for G_k).
 
     With ``rows``, only the first ``rows`` tokens are computed after the keys and values (the
     top block: only the pooled tokens reach the classifier); every per-token quantity of the tape
-    except ``x_in``, ``h1``, ``k`` and ``v`` then has ``rows`` rows.
+    except ``x_in``, ``h1``, ``k`` and ``v`` then has ``rows`` rows. One contiguous copy of q, k, v
+    is made: every later product (forward, backward, relevance) reads them without copying again.
     """
-    attn = blk.attn
-    B, N, _ = x.shape
-    H, d = attn.num_heads, attn.head_dim
-    r = slice(None) if rows is None else slice(0, rows)
-    h1 = blk.norm1(x)
-    # One contiguous copy of q, k, v: every later product (forward, backward, relevance) reads
-    # them without copying again.
-    qkv = attn.qkv(h1).reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).contiguous()
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q[:, :, r]), attn.k_norm(k)
-    qk = q @ k.transpose(-2, -1)          # the released order: (q @ k^T) * scale
-    A = attn.attn_drop((qk * attn.scale).softmax(dim=-1))
-    av = A @ v
-    proj_in = attn.norm(av.transpose(1, 2).reshape(B, q.shape[2], H * d))
-    attn_branch = blk.drop_path1(blk.ls1(attn.proj_drop(attn.proj(proj_in))))
-    x_mid = x[:, r] + attn_branch
-    mlp = blk.mlp
-    h2 = blk.norm2(x_mid)
-    fc2_in = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(h2))))
-    mlp_branch = blk.drop_path2(blk.ls2(mlp.drop2(mlp.fc2(fc2_in))))
-    out = x_mid + mlp_branch
-    tape = _BlockTape(x_in=x, h1=h1, q=q, k=k, v=v, qk=qk, attn=A, av=av, proj_in=proj_in,
-                      attn_branch=attn_branch, x_mid=x_mid, h2=h2, fc2_in=fc2_in,
-                      mlp_branch=mlp_branch, x_out=out)
-    return out, tape
-
-
-def _head_forward(model: nn.Module, tokens: torch.Tensor
-                  ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """Logits and the classifier inputs (one per head) from the final-norm tokens."""
-    if getattr(model, "head_dist", None) is not None:
-        # timm's VisionTransformerDistilled.forward_head in eval: the average of both heads.
-        x_cls, x_dist = model.head_drop(tokens[:, 0]), model.head_drop(tokens[:, 1])
-        return (model.head(x_cls) + model.head_dist(x_dist)) / 2, [x_cls, x_dist]
-    pooled = model.head_drop(model.fc_norm(tokens[:, 0]))
-    return model.head(pooled), [pooled]
+    tape: dict = {}
+    out = forward.block_forward(blk, x, tape=tape, rows=rows, contiguous=True)
+    return out, _BlockTape(**tape)
 
 
 @register("lrp", label="LRP", paper=True)
@@ -314,16 +284,16 @@ class TransformerAttribution(Explainer):
         """
         model = self.model
         with torch.no_grad():  # nothing below the first attention needs a gradient
-            x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+            x = forward.embed(model, images)
         tapes = []
-        pooled = 2 if getattr(model, "head_dist", None) is not None else 1
+        pooled = forward.pooled_tokens(model)
         with torch.enable_grad():
             for depth, blk in enumerate(model.blocks):
                 top = depth == len(model.blocks) - 1
                 x, tape = _block_forward(blk, x, rows=pooled if top else None)
                 tapes.append(tape)
             tokens = self.final_norm(x)
-            logits, head_inputs = _head_forward(model, tokens)
+            logits, head_inputs = forward.head_forward(model, tokens)
         return logits, tokens, tapes, head_inputs
 
     def relevance(self, classes: torch.Tensor, tokens: torch.Tensor, tapes: List[_BlockTape],

@@ -24,10 +24,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-try:  # present in timm >= 1.0.20; older releases take no mask in the ViT path
-    from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
-except ImportError:  # pragma: no cover - depends on the installed timm
-    maybe_add_mask = resolve_self_attn_mask = None
+from models.forward import (attention_residual, attention_scores, is_timm_attention, mlp_residual,
+                            project_out, project_qkv)
 
 
 class AttentionRecordingError(RuntimeError):
@@ -46,34 +44,6 @@ class AttentionRecord:
     scores: Optional[torch.Tensor] = None
     probs: Optional[torch.Tensor] = None
     grad_tensor: Optional[torch.Tensor] = None
-
-
-def is_timm_attention(module: nn.Module) -> bool:
-    """Whether ``module`` is timm's ``Attention`` kind: a fused ``qkv`` linear, ``proj``,
-    ``num_heads``, ``head_dim`` and ``scale`` (what every path here reads)."""
-    return all(hasattr(module, name) for name in ("qkv", "proj", "num_heads", "head_dim", "scale"))
-
-
-def project_qkv(module: nn.Module, x: torch.Tensor):
-    """``(gate, q, k, v)`` as timm's ``Attention.forward`` makes them: q, k, v ``[B, H, N, d]``
-    (q and k through ``q_norm``/``k_norm``), the gate ``[B, N, H*d]`` or ``None``."""
-    B, N, _ = x.shape
-    gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
-    qkv = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    return gate, module.q_norm(q), module.k_norm(k), v
-
-
-def project_out(module: nn.Module, heads: torch.Tensor, gate: Optional[torch.Tensor]
-                ) -> torch.Tensor:
-    """The rest of timm's ``Attention.forward`` for some rows: ``[B, H, R, d]`` head outputs
-    (and the gate's matching rows) -> ``[B, R, C]``."""
-    B, _, R, _ = heads.shape
-    out = heads.transpose(1, 2).reshape(B, R, -1)
-    out = module.norm(out) if hasattr(module, "norm") else out
-    if gate is not None:
-        out = out * gate
-    return module.proj_drop(module.proj(out))
 
 
 @dataclass
@@ -189,10 +159,6 @@ class AttentionRecorder:
         self._saved.clear()
 
     # -- results ---------------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Forget what was recorded (call between forward passes in one ``with`` block)."""
-        self.records = [None] * len(self.records)
-
     def checked_records(self) -> List[AttentionRecord]:
         """The records of the last forward pass; raises if any block recorded nothing."""
         missing = [i for i, r in enumerate(self.records) if r is None]
@@ -237,14 +203,12 @@ class AttentionRecorder:
                 return torch.cat(parts(x, attn_mask, is_causal), dim=1)
             if recorder.detach_input:
                 x = x.detach()
-            N = x.shape[1]
             cut = recorder.detach_input and recorder.grad
             # With the input cut, q, k, v (and the gate) need no graph: only A does.
             with torch.no_grad() if cut else contextlib.nullcontext():
                 gate, q, k, v = project_qkv(module, x)
                 # Released AGCAM order: (q @ k^T) * scale (timm scales q first; equal to rounding).
-                scores = _add_mask((q @ k.transpose(-2, -1)) * module.scale, N, attn_mask,
-                                   is_causal)
+                scores = attention_scores(module, q, k, attn_mask, is_causal)
                 probs = scores.softmax(dim=-1)
 
             record = AttentionRecord()
@@ -268,14 +232,6 @@ class AttentionRecorder:
         return forward
 
 
-def _add_mask(scores: torch.Tensor, N: int, attn_mask, is_causal: bool) -> torch.Tensor:
-    if attn_mask is None and not is_causal:
-        return scores
-    if resolve_self_attn_mask is None:
-        raise AttentionRecordingError("this timm has no attention-mask support")
-    return maybe_add_mask(scores, resolve_self_attn_mask(N, scores, attn_mask, is_causal))
-
-
 def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal: bool,
                         records: list, index: int, keep_scores: bool,
                         keep_probs: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -283,14 +239,13 @@ def _cls_fast_attention(module: nn.Module, x: torch.Tensor, attn_mask, is_causal
     leaf. The other rows are constants under the gradient cut and use timm's fused kernel.
     Returns the outputs of the class row ``[B, 1, C]`` and of the other rows ``[B, N-1, C]``
     apart (the block adds each to its own residual rows: no concatenated copy)."""
-    N = x.shape[1]
     with torch.no_grad():
         gate, q, k, v = project_qkv(module, x)
-        scores = (q[:, :, :1] @ k.transpose(-2, -1)) * module.scale      # [B, H, 1, N]
+        scores = attention_scores(module, q[:, :, :1], k)                  # [B, H, 1, N]
         if attn_mask is None and not is_causal:
             rest = F.scaled_dot_product_attention(q[:, :, 1:], k, v, scale=module.scale)
         else:
-            full = _add_mask((q @ k.transpose(-2, -1)) * module.scale, N, attn_mask, is_causal)
+            full = attention_scores(module, q, k, attn_mask, is_causal)
             scores = full[:, :, :1]
             rest = full[:, :, 1:].softmax(dim=-1) @ v
         probs = scores.softmax(dim=-1)
@@ -321,11 +276,9 @@ def _make_cls_block_forward(blk: nn.Module, attention_parts):
         with torch.no_grad():
             h = blk.norm1(x.detach())               # the attention cuts its input anyway
         cls_attn, rest_attn = attention_parts(h, attn_mask, is_causal)
-        cls = x[:, :1] + blk.drop_path1(blk.ls1(cls_attn))
-        cls = cls + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(cls))))
+        cls = mlp_residual(blk, attention_residual(blk, x[:, :1], cls_attn))
         with torch.no_grad():
-            rest = x[:, 1:] + blk.drop_path1(blk.ls1(rest_attn))
-            rest = rest + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(rest))))
+            rest = mlp_residual(blk, attention_residual(blk, x[:, 1:], rest_attn))
         return torch.cat([cls, rest], dim=1)
 
     return forward

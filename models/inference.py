@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from models.attention import is_timm_attention, project_out
+from models.forward import (attention_residual, embed, final_norm, head_forward,
+                            is_timm_attention, mlp_residual, project_out, project_qkv)
 
 
 def _supports_class_token_path(model: nn.Module) -> bool:
@@ -33,30 +34,17 @@ def _supports_class_token_path(model: nn.Module) -> bool:
 def _last_block_class_row(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm ``Block.forward`` restricted to the output row of token 0: ``[B, N, C] -> [B, 1, C]``."""
     attn = blk.attn
-    B, N, _ = x.shape
     h = blk.norm1(x)
-    dim = attn.num_heads * attn.head_dim
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(h[:, :1], weight[:dim], None if bias is None else bias[:dim])
-    kv = F.linear(h, weight[dim:], None if bias is None else bias[dim:])
-    q = q.reshape(B, 1, attn.num_heads, attn.head_dim).transpose(1, 2)
-    k, v = kv.reshape(B, N, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    gate = attn.gate(h[:, :1]).sigmoid() if getattr(attn, "gate", None) is not None else None
+    gate, q, k, v = project_qkv(attn, h, query_rows=1)
     out = project_out(attn, F.scaled_dot_product_attention(q, k, v, scale=attn.scale), gate)
-    row = x[:, :1] + blk.drop_path1(blk.ls1(out))
-    return row + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(row))))
+    return mlp_residual(blk, attention_residual(blk, x[:, :1], out))
 
 
 def class_token_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``model(images)`` in eval mode, with the last block computed for the class token only."""
     if model.training or not _supports_class_token_path(model):
         return model(images)
-    x = model.patch_embed(images)
-    x = model._pos_embed(x)
-    x = model.patch_drop(x)
-    x = model.norm_pre(x)
+    x = embed(model, images)
     for blk in model.blocks[:-1]:
         x = blk(x)
-    x = model.norm(_last_block_class_row(model.blocks[-1], x))
-    return model.forward_head(x)
+    return head_forward(model, final_norm(model, _last_block_class_row(model.blocks[-1], x)))[0]

@@ -12,14 +12,27 @@ import pytest
 import torch
 
 import ABPC as script
-from agcam.abpc import (NUM_STEPS, STEPS, Curves, abpc_curves, perturb, pixel_counts,
-                        removal_mask, summarize)
+from agcam.abpc import (
+    NUM_STEPS,
+    STEPS,
+    Curves,
+    abpc_curves,
+    perturb,
+    pixel_counts,
+    removal_mask,
+    summarize,
+)
 from agcam.bench_abpc import bench_abpc
 from agcam.cli import script_entry
 from agcam.datasets import ValDataset, find_samples
 from agcam.store import CompactWriter, StoreMeta, heatmaps_from_maps, open_store
-from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS,
-                            PROBABILITY_ALLOWANCE)
+from tests.helpers import (
+    GOLDEN,
+    GOLDEN_ILSVRC,
+    GOLDEN_MODEL_NAME,
+    GOLDEN_WEIGHTS,
+    PROBABILITY_ALLOWANCE,
+)
 
 METHODS = ("agcam", "lrp", "rollout")
 #: the same images and removed pixels as the released run: only the float32 forward's rounding of

@@ -8,7 +8,7 @@ import torch
 from agcam import AGCAM, available_methods, get_explainer
 from agcam.explainer import resolve_target
 from models.attention import AttentionRecorder, AttentionRecordingError
-from tests.conftest import relative_error
+from tests.helpers import relative_error
 
 
 def test_registry_names_agcam(golden_model):

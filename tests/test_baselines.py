@@ -7,11 +7,18 @@ import torch
 
 from agcam import available_methods, get_explainer
 from baselines import LRPError, Rollout, TransformerAttribution
-from baselines.lrp import (branch_relevance, linear_relevance, matmul_relevance,
-                           residual_relevance, safe_divide, split_weight)
+from baselines.lrp import (
+    branch_relevance,
+    linear_relevance,
+    matmul_relevance,
+    residual_relevance,
+    safe_divide,
+    split_weight,
+)
 from baselines.rollout import discard_lowest, rollout_matrices
 from models import create_model, model_geometry
-from tests.conftest import relative_error
+from tests.helpers import relative_error
+
 
 def test_registered(golden_model):
     assert {"rollout", "lrp"} <= set(available_methods())

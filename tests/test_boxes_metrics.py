@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from agcam.boxes import boxes_to_mask, heatmap_to_boxes, mask_to_boxes, predicted_mask
-from agcam.metrics import METRICS, confusion_counts, localization_metrics, mask_metrics, \
-    mean_metric
+from agcam.metrics import METRICS, confusion_counts, localization_metrics, mask_metrics, mean_metric
 
 
 def test_two_blobs_give_two_boxes():

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT,
-                            relative_error)
-from tests.test_exactness import CASES, IDS, explain, float64_limits
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT, relative_error
+from tests.helpers.cases import CASES, IDS, explain, float64_limits
 
 pytestmark = pytest.mark.cuda
 

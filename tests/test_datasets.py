@@ -24,7 +24,6 @@ import ABPC as abpc_script
 import localization as loc_script
 import save_h5 as h5_script
 from agcam.abpc import abpc_curves
-from agcam.cli import script_entry
 from agcam.datasets import DATASETS, DataError, ValDataset, find_samples, gt_boxes, list_split
 from agcam.datasets.common import make_loader
 from agcam.export import export_store, store_meta
@@ -32,23 +31,14 @@ from agcam.localization import evaluate
 from agcam.registry import get_explainer
 from agcam.store import open_store
 from models import create_model
-from tests.conftest import GOLDEN_MODEL_NAME, ROOT
-from tests.dataset_fixtures import EXPECTED, make_cub, make_ilsvrc_mirror, make_voc
+from tests.helpers import GOLDEN_MODEL_NAME, ROOT
+from tests.helpers.datasets import EXPECTED, make_ilsvrc_mirror
+from tests.helpers.scripts import run
 
 THRESHOLDS = (0.5, 0.3)
 NUM_CLASSES = {"voc": 20, "cub": 200}
 #: the image whose CUB box has fractional coordinates (tests/dataset_fixtures.py)
 FRACTIONAL = "Bird_200_0003"
-
-
-def run(script, argv):
-    return script_entry(script.get_args_parser, script.main)([str(a) for a in argv])
-
-
-@pytest.fixture(scope="module")
-def trees(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    return {"voc": make_voc(root / "voc"), "cub": make_cub(root / "cub")}
 
 
 def fitted_model(num_classes, samples, wrong, seed=0):
@@ -312,7 +302,7 @@ def test_save_h5_and_abpc_agree_with_the_ilsvrc_path(setups, tmp_path, capsys, d
 
 
 def test_head_must_fit_the_data_set(setups, tmp_path, capsys):
-    from tests.conftest import GOLDEN_WEIGHTS
+    from tests.helpers import GOLDEN_WEIGHTS
     voc = setups["voc"]
     # a 1000-class ImageNet head on VOC
     code = run(loc_script, ["--dataset", "voc", "--data_root", voc["tree"]]

@@ -20,7 +20,7 @@ from agcam.datasets.common import PREFETCH_FACTOR, Sample, ValDataset, loader_op
 from agcam.decode import DeviceDecoded, EncodedDataset, collate_encoded, resize_uint8
 from agcam.registry import get_explainer
 from models.vit import model_geometry
-from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 
 #: PIL resizes in 8-bit fixed point with a rounding between its two passes; the float path
 #: rounds once. Each is within about one grey level of the exact value, so of each other

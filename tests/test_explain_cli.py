@@ -4,13 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from PIL import Image
 
+from agcam import available_methods
 from agcam.__main__ import entry
 from agcam.explain_cli import output_names
 from agcam.plotting import DPI, EXPLANATION_FIGSIZE
-from tests.conftest import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
+from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
 
 SAMPLES = ROOT / "samples"
 FIXTURE_MODEL = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS),
@@ -19,7 +19,6 @@ PNG_SIZE = (round(EXPLANATION_FIGSIZE[0] * DPI), round(EXPLANATION_FIGSIZE[1] * 
 
 
 def test_two_images_and_an_unreadable_file(tmp_path, capsys):
-    pytest.importorskip("agcam.boxes", reason="the box panel needs agcam.boxes")
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image")
     out = tmp_path / "out"
@@ -42,10 +41,6 @@ def test_two_images_and_an_unreadable_file(tmp_path, capsys):
 
 
 def test_all_methods_for_a_given_class(tmp_path, capsys):
-    pytest.importorskip("agcam.boxes", reason="the box panel needs agcam.boxes")
-    from agcam import available_methods
-    if not {"rollout", "lrp"} <= set(available_methods()):
-        pytest.skip("the rollout and lrp baselines are not installed yet")
     out = tmp_path / "out"
     code = entry(["explain", str(SAMPLES / "cat_and_coffee.jpg"), "--method", "all",
                   "--target", "espresso", "--out", str(out), *FIXTURE_MODEL])

@@ -15,9 +15,9 @@ import torch
 
 import localization as loc_script
 from agcam import finetune
-from tests.conftest import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
-from tests.dataset_fixtures import make_voc
-from tests.test_datasets import run, trees  # noqa: F401  (trees: the module-scoped fixture)
+from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
+from tests.helpers.datasets import make_voc
+from tests.helpers.scripts import run
 
 #: start from the golden tiny model's weights (its 1000-class head is replaced)
 BASE = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device", "cpu",

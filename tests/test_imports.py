@@ -21,7 +21,7 @@ import ast
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGES = ("agcam", "models", "baselines")
 

@@ -13,12 +13,19 @@ import pytest
 import localization as script
 from agcam.cli import script_entry
 from agcam.datasets import ValDataset, find_samples, make_loader
-from agcam.registry import get_explainer
 from agcam.localization import evaluate, summarize
 from agcam.metrics import METRICS
-from tests.conftest import (GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, PAPER_MAPS, ROOT,
-                            heatmap_bands, require_method, threshold_is_determined)
-from tests.test_data import ANN, VAL, make_flat_layout
+from agcam.registry import get_explainer
+from tests.helpers import (
+    GOLDEN_ILSVRC,
+    GOLDEN_MODEL_NAME,
+    GOLDEN_WEIGHTS,
+    PAPER_MAPS,
+    ROOT,
+    heatmap_bands,
+    threshold_is_determined,
+)
+from tests.helpers.datasets import ANN, VAL, make_flat_layout
 
 THRESHOLDS = (0.5, 0.3)
 TOLERANCE = 1e-5
@@ -42,7 +49,6 @@ def golden_runs(golden_model):
 
     def get(method):
         if method not in cache:
-            require_method(method)
             cache[method] = localize(golden_model, GOLDEN_ILSVRC, method)
         return cache[method]
     return get
@@ -109,6 +115,7 @@ def test_released_maps_give_the_released_numbers_to_the_bit(golden_reference, go
                                                             method, maps):
     """The boxes and metrics alone, on the released maps (LRP's float-sensitive images too)."""
     import torch
+
     from agcam.datasets import gt_boxes
     from agcam.localization import localize_batch, threshold_key
     from agcam.maps import to_heatmap

@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from agcam import available_methods, get_explainer
-from baselines import (AttentionGradCAM, GenericAttentionExplainability, GradCAMError, RawAttention,
-                       TokenGradCAM)
+from baselines import (
+    AttentionGradCAM,
+    GenericAttentionExplainability,
+    GradCAMError,
+    RawAttention,
+    TokenGradCAM,
+)
 from models import create_model, model_geometry
-from tests.conftest import correlation, relative_error
+from tests.helpers import correlation, relative_error
 from tests.test_baselines import test_model_is_unchanged as model_is_unchanged
 
 NEW_METHODS = ("attention", "gradcam", "gae", "gradcam_tokens")

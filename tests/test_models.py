@@ -10,7 +10,8 @@ from agcam import get_explainer
 from agcam.cli import UsageError, model_from_args
 from models import ModelError, WeightsUnavailableError, build_transform, create_model
 from models.vit import load_image
-from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+
 
 def test_variants_give_finite_maps_on_their_own_grid(variant):
     model, images, grid = variant
@@ -76,6 +77,7 @@ def test_without_network_the_message_says_how_to_pass_weights(monkeypatch):
 
 def test_default_is_the_papers_weights():
     import timm
+
     from models import DEFAULT_MODEL
     cfg = timm.models.get_pretrained_cfg(DEFAULT_MODEL)
     assert cfg.url.endswith("jx_vit_base_p16_224-80ecf9dd.pth")

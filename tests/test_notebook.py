@@ -5,13 +5,10 @@ import json
 import os
 import sys
 
-import pytest
+import nbclient
+import nbformat
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-
-from tests.conftest import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT  # noqa: E402
+from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
 
 NOTEBOOK = ROOT / "visualization.ipynb"
 KERNEL_NAME = "agcam-test"
@@ -36,9 +33,6 @@ def test_notebook_is_committed_without_outputs():
 
 
 def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch):
-    pytest.importorskip("agcam.datasets",
-                        reason="the notebook reads samples/ILSVRC with agcam.datasets")
-    pytest.importorskip("agcam.boxes", reason="the box panels need agcam.boxes")
     _kernel_in_this_interpreter(tmp_path, monkeypatch)
     monkeypatch.setenv("AGCAM_MODEL", GOLDEN_MODEL_NAME)
     monkeypatch.setenv("AGCAM_CHECKPOINT", str(GOLDEN_WEIGHTS))

@@ -25,7 +25,6 @@ def test_rescale_boxes_from_input_to_image_pixels():
 
 
 def test_heatmap_boxes_land_on_the_hot_region():
-    pytest.importorskip("agcam.boxes")
     from agcam.plotting import heatmap_boxes
     heatmap = np.zeros((224, 224), dtype=np.float32)
     heatmap[112:168, 0:56] = 1.0  # bottom-left quarter of the left half
@@ -34,9 +33,14 @@ def test_heatmap_boxes_land_on_the_hot_region():
 
 
 def test_figures_draw_and_save(tmp_path):
-    pytest.importorskip("agcam.boxes")
-    from agcam.plotting import (DPI, EXPLANATION_FIGSIZE, class_specific_figure,
-                                explanation_figure, methods_figure, save_figure)
+    from agcam.plotting import (
+        DPI,
+        EXPLANATION_FIGSIZE,
+        class_specific_figure,
+        explanation_figure,
+        methods_figure,
+        save_figure,
+    )
     image = Image.fromarray(np.full((90, 160, 3), 128, dtype=np.uint8))
     ramp = np.tile(np.linspace(0, 1, 224, dtype=np.float32), (224, 1))
     top = [(281, 0.5), (285, 0.2), (967, 0.1), (1, 0.05), (2, 0.01)]

@@ -17,7 +17,7 @@ from agcam.cli import script_entry
 from agcam.errors import EXIT_USAGE
 from agcam.precision import PRECISIONS, autocast_active, precision
 from agcam.registry import REGISTRY, available_methods, get_explainer
-from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
               "cpu"]

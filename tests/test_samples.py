@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SAMPLES = ROOT / "samples"
 ILSVRC = SAMPLES / "ILSVRC"
@@ -14,9 +14,8 @@ ILSVRC = SAMPLES / "ILSVRC"
 
 @pytest.fixture(scope="module")
 def samples():
-    data = pytest.importorskip("agcam.datasets", reason="agcam.datasets (the dataset code of "
-                                                         "the localization issue) is not there")
-    return data.find_samples(str(ILSVRC))
+    from agcam import datasets
+    return datasets.find_samples(str(ILSVRC))
 
 
 def test_ilsvrc_samples_load(samples):

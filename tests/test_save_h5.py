@@ -19,8 +19,17 @@ from agcam.abpc import abpc_curves, pixel_counts, removal_mask
 from agcam.cli import script_entry
 from agcam.export import PAUSE_ENV
 from agcam.store import FORMAT, open_store
-from tests.conftest import (GOLDEN, GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, PAPER_MAPS,
-                            PROBABILITY_ALLOWANCE, ROOT, heatmap_bands, require_method)
+from tests.helpers import (
+    GOLDEN,
+    GOLDEN_ILSVRC,
+    GOLDEN_MODEL_NAME,
+    GOLDEN_WEIGHTS,
+    PAPER_MAPS,
+    PROBABILITY_ALLOWANCE,
+    ROOT,
+    heatmap_bands,
+)
+from tests.helpers.store import assert_same_content, read_all
 
 METHODS = ("agcam", "lrp", "rollout")
 LAYOUTS = ("compact", "released")
@@ -38,29 +47,6 @@ def released_h5(method):
     return GOLDEN / "h5" / f"ILSVRC_{method}.hdf5"
 
 
-def read_all(path):
-    """Every dataset and root attribute of an HDF5 file (to compare two files' content)."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
-        out["@attrs"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
-                         for k, v in f.attrs.items()}
-    return out
-
-
-def assert_same_content(a, b, maps_atol=0.0):
-    left, right = read_all(a), read_all(b)
-    assert set(left) == set(right)
-    for key in left:
-        if key == "@attrs":
-            assert left[key] == right[key]
-        elif maps_atol and (key == "maps" or key.startswith("cam/")):
-            np.testing.assert_allclose(left[key], right[key], rtol=0, atol=maps_atol)
-        else:
-            assert np.array_equal(left[key], right[key]), key
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """save_h5.py on the golden set, once per (method, layout)."""
@@ -68,7 +54,6 @@ def saved(tmp_path_factory):
 
     def get(method, layout="compact"):
         if (method, layout) not in cache:
-            require_method(method)
             root = tmp_path_factory.mktemp(f"{method}_{layout}") / "saveroot"  # created by it
             argv = ["--method", method, "--save_root", str(root), "--data_root",
                     str(GOLDEN_ILSVRC), "--layout", layout, "--batch_size", "4"] + MODEL_ARGS

@@ -13,8 +13,8 @@ import save_h5 as save_script
 from agcam import available_methods
 from agcam.cli import PAPER_METHODS, UsageError, resolve_methods, script_entry
 from agcam.metrics import METRICS
-from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
-from tests.test_save_h5 import assert_same_content
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.helpers.store import assert_same_content
 
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
               "cpu", "--no_progress"]

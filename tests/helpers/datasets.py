@@ -16,6 +16,7 @@ index is the label), so that the ILSVRC reader gives the expected samples indepe
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image, ImageOps
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.golden import GOLDEN_ILSVRC, ROOT
+
 PHOTOS = {name: ROOT / "samples" / f"{name}.jpg"
           for name in ("camera", "cat_and_coffee", "chelsea", "coffee", "rocket")}
 
@@ -184,3 +186,41 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/dataset_fixtures.py OUT")
     out = Path(sys.argv[1])
     print(make_voc(out / "voc"), make_cub(out / "cub"))
+
+
+VAL = os.path.join("Data", "CLS-LOC", "val")
+ANN = os.path.join("Annotations", "CLS-LOC", "val")
+
+
+def make_flat_layout(root, solution_csv=False, xml_wnid=None):
+    """Layout (b) from the fixture: images flat in Data/CLS-LOC/val, extensions varied.
+
+    With ``solution_csv`` the labels go into ``LOC_val_solution.csv``; ``xml_wnid`` overwrites
+    the wnid the annotations name (to show which source the label comes from).
+    """
+    os.makedirs(os.path.join(root, VAL))
+    shutil.copytree(os.path.join(GOLDEN_ILSVRC, ANN), os.path.join(root, ANN))
+    extensions = [".JPEG", ".jpg", ".jpeg", ".Jpeg", ".JPG", ".jpeg"]
+    rows = []
+    for k, (dirpath, _, files) in enumerate(sorted(
+            (d, s, f) for d, s, f in os.walk(os.path.join(GOLDEN_ILSVRC, VAL)) if f)):
+        for name in files:
+            stem = os.path.splitext(name)[0]
+            ext = extensions[int(stem[-1]) - 1]
+            shutil.copy(os.path.join(dirpath, name), os.path.join(root, VAL, stem + ext))
+            rows.append((stem, os.path.basename(dirpath)))
+    if solution_csv:
+        with open(os.path.join(root, "LOC_val_solution.csv"), "w") as handle:
+            handle.write("ImageId,PredictionString\n")
+            for stem, wnid in sorted(rows):
+                handle.write(f"{stem},{wnid} 1 2 3 4 {wnid} 5 6 7 8 \n")
+    if xml_wnid is not None:
+        for name in os.listdir(os.path.join(root, ANN)):
+            path = os.path.join(root, ANN, name)
+            with open(path) as handle:
+                text = handle.read()
+            for _, wnid in rows:
+                text = text.replace(f"<name>{wnid}</name>", f"<name>{xml_wnid}</name>")
+            with open(path, "w") as handle:
+                handle.write(text)
+    return str(root)
