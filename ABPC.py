@@ -17,8 +17,17 @@ import sys
 
 import numpy as np
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       dataset_from_args, resolve_methods, script_entry, start_run, str2bool)
+from agcam.cli.common import (
+    UsageError,
+    add_model_args,
+    add_precision_arg,
+    dataset_from_args,
+    resolve_methods,
+    script_entry,
+    start_run,
+    str2bool,
+)
+from agcam.registry import paper_methods
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,7 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
         "heatmaps save_h5.py stored.")
     parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s) the files hold: {', '.join(PAPER_METHODS)}, "
+                        help=f"explanation method(s) the files hold: {', '.join(paper_methods())}, "
                              "... (every registered name), several, or all; with several, one "
                              "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
     parser.add_argument("--dataset", default=None,
@@ -142,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
                 if summary is not None:
                     summaries.append(summary)
             if ctx.is_main and len(args.methods) > 1:
-                from agcam.abpc import table_lines
+                from agcam.evaluation.abpc import table_lines
                 for line in table_lines(summaries):
                     print(line, flush=True)
             return 0
@@ -158,8 +167,14 @@ def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespac
     """ABPC of one store: prints (all of it when ``verbose``) and writes what the flags ask;
     returns the summary on rank 0, ``None`` elsewhere."""
     from agcam import distributed
-    from agcam.abpc import abpc_curves, merge_curves, report_lines, summarize, write_csv, \
-        write_report
+    from agcam.evaluation.abpc import (
+        abpc_curves,
+        merge_curves,
+        report_lines,
+        summarize,
+        write_csv,
+        write_report,
+    )
     from models.vit import model_geometry
 
     geometry = model_geometry(model)

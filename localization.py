@@ -9,8 +9,8 @@ For each image the model classifies correctly, the box drawn from the method's h
 with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
 recall. Several thresholds at once: ``--threshold 0.3 0.5 0.7`` (maps are computed once). Several
 methods at once: ``--method agcam gae`` or ``--method all`` (each image decoded once, every method
-run on each batch; one table, a row per method). Several processes or GPUs: ``torchrun --nproc_per_node N localization.py ...``. See README.md
-(Weakly-supervised localization).
+run on each batch; one table, a row per method). Several processes or
+GPUs: ``torchrun --nproc_per_node N localization.py ...``. See docs/localization.md.
 """
 from __future__ import annotations
 
@@ -19,9 +19,18 @@ import math
 import os
 import sys
 
-from agcam.cli import (UsageError, add_dataset_args, add_method_arg, add_model_args, add_run_args,
-                       check_run_args, dataset_from_args, samples_from_args, script_entry,
-                       start_run)
+from agcam.cli.common import (
+    UsageError,
+    add_dataset_args,
+    add_method_arg,
+    add_model_args,
+    add_run_args,
+    check_run_args,
+    dataset_from_args,
+    samples_from_args,
+    script_entry,
+    start_run,
+)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 
@@ -70,10 +79,17 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.datasets import make_loader
-    from agcam.decode import collate_for, decoded_batches, make_dataset
+    from agcam.datasets.decode import collate_for, decoded_batches, make_dataset
+    from agcam.evaluation.localization import (
+        Timer,
+        evaluate_methods,
+        report_lines,
+        summarize,
+        table_lines,
+        write_outputs,
+        write_table,
+    )
     from agcam.registry import get_explainer
-    from agcam.localization import (Timer, evaluate_methods, report_lines, summarize,
-                                    table_lines, write_outputs, write_table)
 
     check_args(args)
     spec = dataset_from_args(args)

@@ -17,9 +17,18 @@ import argparse
 import os
 import sys
 
-from agcam.cli import (UsageError, add_dataset_args, add_method_arg, add_model_args, add_run_args,
-                       check_run_args, dataset_from_args, samples_from_args, script_entry,
-                       start_run)
+from agcam.cli.common import (
+    UsageError,
+    add_dataset_args,
+    add_method_arg,
+    add_model_args,
+    add_run_args,
+    check_run_args,
+    dataset_from_args,
+    samples_from_args,
+    script_entry,
+    start_run,
+)
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 LAYOUTS = ("compact", "released")
@@ -54,10 +63,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
-    from agcam.decode import make_dataset
+    from agcam.datasets.decode import make_dataset
     from agcam.registry import get_explainer
-    from agcam.export import ExportJob, export_stores, store_meta
     from agcam.store import store_path
+    from agcam.store.export import ExportJob, export_stores, store_meta
 
     check_args(args)
     spec = dataset_from_args(args)

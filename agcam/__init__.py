@@ -1,11 +1,23 @@
 """Attention Guided CAM (AGCAM) for timm Vision Transformers, with its baselines and evaluations.
 
-Importing the package registers every method: ``agcam.method`` and ``baselines`` register
-themselves with :mod:`agcam.registry`, which imports none of them.
-"""
-from agcam.explainer import Explainer
-from agcam.registry import available_methods, get_explainer, register
-from agcam.method import AGCAM  # noqa: E402  (registers "agcam")
-import baselines  # noqa: E402,F401  (registers the baselines)
+The face of the package: everything a user needs to explain a model is importable from here::
 
-__all__ = ["AGCAM", "Explainer", "available_methods", "get_explainer", "register"]
+    from agcam import get_explainer, to_heatmap
+    predictions, maps = get_explainer("agcam", model).explain(images)
+
+The methods (``agcam.method`` and the ``baselines`` package) register themselves with
+:mod:`agcam.registry` when it first looks a name up; ``agcam`` does not import ``baselines``.
+"""
+from agcam.explainer import Explainer, Explanation
+from agcam.maps import to_heatmap
+from agcam.method import AGCAM
+from agcam.registry import (
+                            available_methods,
+                            get_explainer,
+                            method_label,
+                            ordered_methods,
+                            register,
+)
+
+__all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "get_explainer",
+           "method_label", "ordered_methods", "register", "to_heatmap"]

@@ -12,20 +12,35 @@ the model's dtype. A method that cannot run at a precision lists only the others
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from agcam.precision import DEFAULT_PRECISION, PRECISIONS, autocast_active, check_precision
+from agcam.precision import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    autocast_active,
+    check_precision,
+)
 from agcam.precision import precision as precision_context
 from models.vit import model_geometry
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
 
 
+class Explanation(NamedTuple):
+    """What :meth:`Explainer.explain` returns; unpacks as ``predictions, maps = ...``."""
+
+    #: ``[B]`` long: the model's predicted class of every image
+    predictions: torch.Tensor
+    #: ``[B, grid_h, grid_w]`` raw maps on the patch grid (no upsampling, no normalisation)
+    maps: torch.Tensor
+
+
 class Explainer:
-    """Base class: subclasses implement :meth:`_explain` on a batch already on the model's device."""
+    """Base class: subclasses implement :meth:`_explain` on a batch already on the model's
+    device."""
 
     #: command-line name, display label and whether the paper reports the method, set by
     #: :func:`agcam.registry.register`
@@ -68,13 +83,17 @@ class Explainer:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def explain(self, images: torch.Tensor, target: Target = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def explain(self, images: torch.Tensor, target: Target = None) -> Explanation:
+        """Explain a batch: ``images`` ``[B, 3, H, W]`` (normalised model input, the model's input
+        size), ``target`` ``None`` (each image's predicted class), an int (that class for every
+        image) or ``B`` ints. Returns :class:`Explanation` ``(predictions, maps)``; the model is
+        left as it was (mode, parameters, no hook)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         expected = self.geometry.input_size
         if tuple(images.shape[-2:]) != tuple(expected):
-            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model takes {expected}")
+            raise ValueError(f"images are {tuple(images.shape[-2:])} but the model takes "
+                             f"{expected}")
         dtype = next(self.model.parameters()).dtype
         images = images.to(self.device, dtype=dtype)
         targets = resolve_target(target, images.shape[0], self.device)
@@ -89,7 +108,7 @@ class Explainer:
             self.model.train(was_training)
         grid_h, grid_w = self.geometry.grid
         # Reduced-precision maps come back in the model's dtype (a no-op at fp32).
-        return predictions, maps.to(dtype).reshape(images.shape[0], grid_h, grid_w)
+        return Explanation(predictions, maps.to(dtype).reshape(images.shape[0], grid_h, grid_w))
 
     __call__ = explain
 

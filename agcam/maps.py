@@ -1,4 +1,16 @@
-"""Helpers that turn raw ``[B, h, w]`` explanation maps into images: upsampling and normalising."""
+"""Raw ``[B, h, w]`` explanation maps to input-sized heatmaps in [0, 1]: named recipes.
+
+Each evaluation upsamples the raw map its own way, as the code it reproduces does; the recipe is
+named, so a figure, a metric and a stored file say which one they used:
+
+* ``"localization"``: ``F.interpolate(mode="bilinear", align_corners=False)`` then per-map min-max,
+  as the released ``localization.py`` (and Chefer's perturbation and segmentation tests, whose
+  bilinear upsampling by the patch size is the same operation);
+* ``"abpc"``: the same with ``antialias=True``, what ``torchvision.transforms.Resize`` computes in
+  the released ``save_h5.py`` (the same weights when upsampling, other float rounding).
+
+A map already at the requested size (a pixel-level method) is only normalised.
+"""
 from __future__ import annotations
 
 from typing import Tuple
@@ -6,15 +18,18 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
+#: recipe name -> whether the bilinear upsampling is antialiased
+RECIPES = {"localization": False, "abpc": True}
+
 
 def upsample(maps: torch.Tensor, size: Tuple[int, int], antialias: bool = False) -> torch.Tensor:
-    """``[B, h, w] -> [B, H, W]``, bilinear with ``align_corners=False`` (as released).
-
-    ``antialias=True`` is what ``torchvision.transforms.Resize`` does (the released
-    ``save_h5.py``): the same weights when upsampling, other float rounding.
-    """
-    return F.interpolate(maps[:, None].float(), size=tuple(int(s) for s in size),
-                         mode="bilinear", align_corners=False, antialias=antialias)[:, 0]
+    """``[B, h, w] -> [B, H, W]``, bilinear with ``align_corners=False`` (as released), in
+    float32; ``antialias=True`` is ``torchvision.transforms.Resize``'s."""
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps.float()
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False,
+                         antialias=antialias)[:, 0]
 
 
 def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -31,10 +46,10 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / safe, torch.zeros_like(maps))
 
 
-def to_heatmap(maps: torch.Tensor, size: Tuple[int, int], antialias: bool = False
+def to_heatmap(maps: torch.Tensor, size: Tuple[int, int], recipe: str = "localization"
                ) -> torch.Tensor:
-    """Raw maps to input-sized heatmaps in [0, 1]: upsample, then min-max normalise.
-
-    The released ``localization.py`` upsamples plainly (the default); its ``save_h5.py`` with
-    ``antialias=True`` (see :func:`upsample`)."""
-    return minmax_normalize(upsample(maps, size, antialias=antialias))
+    """Raw maps ``[B, h, w]`` to input-sized heatmaps ``[B, H, W]`` in [0, 1] by ``recipe``
+    (``"localization"`` or ``"abpc"``, see the module docstring)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    return minmax_normalize(upsample(maps, size, antialias=RECIPES[recipe]))

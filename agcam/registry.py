@@ -3,12 +3,16 @@
 It imports no method: each method module registers itself with :func:`register` when it is
 imported (``@register("rollout", label="Attention Rollout", paper=True)``), the way timm's
 ``@register_model`` works. The registry sits at the bottom of the import graph and the methods
-above it, so no two modules import each other. The decorator is the one place for a method's
-display label and for whether the paper compares against it (the paper's methods come first in
-:func:`ordered_methods`, the order of ``--method all``, the tables and the figures).
+above it, so no two modules import each other, and no two packages: the method packages
+(:data:`METHOD_PACKAGES`: ``agcam.method`` and ``baselines``) are found by name, like entry
+points, the first time a name is looked up; nothing in ``agcam`` imports ``baselines``.
+The decorator is the one place for a method's display label and for whether the paper compares
+against it (the paper's methods come first in :func:`ordered_methods`, the order of
+``--method all``, the tables and the figures).
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,6 +21,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from agcam.explainer import Explainer
 
 REGISTRY: Dict[str, Callable[..., "Explainer"]] = {}
+#: the packages whose import registers the methods (found by name, see the module docstring)
+METHOD_PACKAGES = ("agcam.method", "baselines")
+_loaded = False
+
+
+def load_methods() -> None:
+    """Import :data:`METHOD_PACKAGES` once, so that every method has registered itself."""
+    global _loaded
+    if not _loaded:
+        for package in METHOD_PACKAGES:
+            importlib.import_module(package)
+        _loaded = True
 
 
 def register(name: str, label: Optional[str] = None, paper: bool = False):
@@ -40,6 +56,7 @@ def register(name: str, label: Optional[str] = None, paper: bool = False):
 
 def available_methods() -> Tuple[str, ...]:
     """The registered names, sorted."""
+    load_methods()
     return tuple(sorted(REGISTRY))
 
 
@@ -57,12 +74,14 @@ def paper_methods() -> List[str]:
 
 def method_label(name: str) -> str:
     """The display label of a registered method (the name itself for an unknown one)."""
+    load_methods()
     cls = REGISTRY.get(name)
     return cls.label if cls is not None else name
 
 
 def method_class(name: str):
     """The registered class of ``name``; ``ValueError`` listing the names otherwise."""
+    load_methods()
     if name not in REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(available_methods())}")
     return REGISTRY[name]

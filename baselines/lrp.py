@@ -74,7 +74,6 @@ from agcam.registry import register
 from models import forward
 from models.forward import is_timm_attention
 
-
 #: ``final_norm_eps`` choices: the released LRP model's final-norm eps, or the model's own
 FINAL_NORM_EPS = ("released", "model")
 #: PyTorch's default LayerNorm eps, which the released LRP model's final norm uses
@@ -161,15 +160,6 @@ def branch_relevance(R_skip: torch.Tensor, R_branch: torch.Tensor, x: torch.Tens
     den.masked_fill_(den == 0, 1e-9)
     out = torch.div(R_skip, den).add_(torch.div(R_branch, den))
     return out.masked_fill_(x == 0, 0.0).mul_(x)
-
-
-def matmul_relevance(R: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """z-rule for ``Z = a @ b`` (both operands), each half halved: ``(R_a / 2, R_b / 2)``."""
-    S = safe_divide(R, a @ b)
-    R_a = (S @ b.transpose(-2, -1)).mul_(a).div_(2)
-    R_b = (a.transpose(-2, -1) @ S).mul_(b).div_(2)
-    return R_a, R_b
 
 
 # -- the forward pass -----------------------------------------------------------------------------

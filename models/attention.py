@@ -24,8 +24,14 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from models.forward import (attention_residual, attention_scores, is_timm_attention, mlp_residual,
-                            project_out, project_qkv)
+from models.forward import (
+    attention_residual,
+    attention_scores,
+    is_timm_attention,
+    mlp_residual,
+    project_out,
+    project_qkv,
+)
 
 
 class AttentionRecordingError(RuntimeError):
@@ -36,7 +42,8 @@ class AttentionRecordingError(RuntimeError):
 class AttentionRecord:
     """What one block's attention recorded during one forward pass.
 
-    ``scores`` and ``probs`` are ``[B, H, R, N]`` where ``R`` is ``N`` (all query rows) or 1 (only the
+    ``scores`` and ``probs`` are ``[B, H, R, N]`` where ``R`` is ``N`` (all query rows) or 1
+    (only the
     class-token row, ``rows="cls"``). ``grad_tensor`` is the tensor to differentiate the class score
     with respect to to obtain ``dy/dA`` on those rows (``None`` when gradients were not asked for).
     """

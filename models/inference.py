@@ -13,8 +13,16 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from models.forward import (attention_residual, embed, final_norm, head_forward,
-                            is_timm_attention, mlp_residual, project_out, project_qkv)
+from models.forward import (
+    attention_residual,
+    embed,
+    final_norm,
+    head_forward,
+    is_timm_attention,
+    mlp_residual,
+    project_out,
+    project_qkv,
+)
 
 
 def _supports_class_token_path(model: nn.Module) -> bool:
@@ -32,7 +40,8 @@ def _supports_class_token_path(model: nn.Module) -> bool:
 
 
 def _last_block_class_row(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """timm ``Block.forward`` restricted to the output row of token 0: ``[B, N, C] -> [B, 1, C]``."""
+    """timm ``Block.forward`` restricted to the output row of token 0:
+    ``[B, N, C] -> [B, 1, C]``."""
     attn = blk.attn
     h = blk.norm1(x)
     gate, q, k, v = project_qkv(attn, h, query_rows=1)

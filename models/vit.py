@@ -13,11 +13,15 @@ from typing import Optional, Tuple
 import timm
 import torch
 from PIL import Image
-from timm.models import generate_default_cfgs, register_model
-from timm.models.vision_transformer import (VisionTransformer, _cfg, _create_vision_transformer,
-                                            checkpoint_filter_fn)
+from timm.data import create_transform
+from timm.models import clean_state_dict, generate_default_cfgs, register_model
+from timm.models.vision_transformer import (
+    VisionTransformer,
+    _cfg,
+    _create_vision_transformer,
+    checkpoint_filter_fn,
+)
 from torch import nn
-from torchvision import transforms
 
 #: The weights the paper used (``jx_vit_base_p16_224-80ecf9dd.pth``), as current timm names them.
 DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"
@@ -61,10 +65,8 @@ def _unwrap_state_dict(obj, path: str) -> dict:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelError(f"{path}: not a state dict of tensors")
-    # Checkpoints saved from DataParallel / DDP prefix every key with 'module.'.
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    # DataParallel / DDP / torch.compile prefixes ('module.', '_orig_mod.'), as timm removes them.
+    return clean_state_dict(obj)
 
 
 def read_state_dict(path: str) -> dict:
@@ -196,16 +198,16 @@ def model_geometry(model: nn.Module) -> Geometry:
     )
 
 
-def build_transform(model: nn.Module, normalize: bool = True) -> transforms.Compose:
-    """The paper's preprocessing: ``Resize(input_size)`` (squash, bilinear, no crop), ``ToTensor``,
-    ``Normalize(mean, std)`` with the model's pretrained mean/std (0.5 for the paper's weights)."""
+def build_transform(model: nn.Module, normalize: bool = True):
+    """The paper's preprocessing through timm's ``create_transform``: ``Resize(input_size)``
+    (squash, bilinear, no crop), to tensor, ``Normalize(mean, std)`` with the model's pretrained
+    mean/std (0.5 for the paper's weights); without ``normalize``, pixels in [0, 1] (mean 0, std 1:
+    an exact identity). Equal to the released torchvision transform bit for bit
+    (``tests/test_models.py``)."""
     geometry = model_geometry(model)
-    steps = [transforms.Resize(geometry.input_size,
-                               interpolation=transforms.InterpolationMode.BILINEAR),
-             transforms.ToTensor()]
-    if normalize:
-        steps.append(transforms.Normalize(geometry.mean, geometry.std))
-    return transforms.Compose(steps)
+    mean, std = (geometry.mean, geometry.std) if normalize else ((0.0,) * 3, (1.0,) * 3)
+    return create_transform(input_size=(3, *geometry.input_size), interpolation="bilinear",
+                            crop_pct=1.0, crop_mode="squash", mean=mean, std=std)
 
 
 def load_image(path: str) -> Image.Image:

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 import ABPC as script
-from agcam.abpc import (
+from agcam.bench.abpc import bench_abpc
+from agcam.cli.common import script_entry
+from agcam.datasets import ValDataset, find_samples
+from agcam.evaluation.abpc import (
     NUM_STEPS,
     STEPS,
     Curves,
@@ -22,9 +25,6 @@ from agcam.abpc import (
     removal_mask,
     summarize,
 )
-from agcam.bench_abpc import bench_abpc
-from agcam.cli import script_entry
-from agcam.datasets import ValDataset, find_samples
 from agcam.store import CompactWriter, StoreMeta, heatmaps_from_maps, open_store
 from tests.helpers import (
     GOLDEN,

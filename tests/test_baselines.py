@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agcam import available_methods, get_explainer
+from agcam import get_explainer
 from baselines import LRPError, Rollout, TransformerAttribution
 from baselines.lrp import (
     branch_relevance,
     linear_relevance,
-    matmul_relevance,
     residual_relevance,
     safe_divide,
     split_weight,
@@ -18,13 +17,6 @@ from baselines.lrp import (
 from baselines.rollout import discard_lowest, rollout_matrices
 from models import create_model, model_geometry
 from tests.helpers import relative_error
-
-
-def test_registered(golden_model):
-    assert {"rollout", "lrp"} <= set(available_methods())
-    assert isinstance(get_explainer("rollout", golden_model), Rollout)
-    assert isinstance(get_explainer("lrp", golden_model), TransformerAttribution)
-    assert not Rollout.class_specific and TransformerAttribution.class_specific
 
 
 # -- the released numbers: tests/test_exactness.py (float64 exactly, float32 within the spread) --
@@ -57,49 +49,6 @@ def test_lrp_forward_gives_the_models_logits(golden_model, golden_inputs):
 
 
 # -- batching and model hygiene -------------------------------------------------------------------
-@pytest.mark.parametrize("method, options", [("rollout", {}), ("rollout", {"head_fusion": "min",
-                                                                          "discard_ratio": 0.5}),
-                                             ("lrp", {})])
-def test_batched_equals_one_by_one(golden_model, golden_model64, golden_inputs, golden_reference,
-                                   method, options):
-    # LRP in float64: in float32 another batch size may take another kernel, and LRP amplifies
-    # that last bit on its float-sensitive images (up to 20%), on some CPUs.
-    model = golden_model64 if method == "lrp" else golden_model
-    inputs = golden_inputs.to(next(model.parameters()).dtype)
-    explainer = get_explainer(method, model, **options)
-    targets = torch.from_numpy(golden_reference["class_specific_targets"])
-    predictions, batched = explainer.explain(inputs, targets)
-    for i in range(6):
-        prediction, single = explainer.explain(inputs[i:i + 1], int(targets[i]))
-        assert prediction.item() == predictions[i].item()
-        assert relative_error(single[0], batched[i]) < 1e-5, i
-
-
-def _module_state(model):
-    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             "forward" in m.__dict__, getattr(m, "fused_attn", None))
-            for name, m in model.named_modules()]
-
-
-@pytest.mark.parametrize("method", ["rollout", "lrp"])
-def test_model_is_unchanged(golden_model, golden_inputs, method):
-    images = golden_inputs[:2]
-    with torch.no_grad():
-        before = golden_model(images)
-    state = _module_state(golden_model)
-    parameters = {k: v.clone() for k, v in golden_model.state_dict().items()}
-    get_explainer(method, golden_model).explain(images)
-    assert _module_state(golden_model) == state
-    assert all("forward" not in m.__dict__ for m in golden_model.modules())
-    assert all(m._forward_hooks == {} and m._forward_pre_hooks == {}
-               for m in golden_model.modules())
-    assert all(torch.equal(v, parameters[k]) for k, v in golden_model.state_dict().items())
-    assert all(p.grad is None for p in golden_model.parameters())
-    assert not golden_model.training
-    with torch.no_grad():
-        assert torch.equal(golden_model(images), before)
-
-
 # -- the model variants at random init ------------------------------------------------------------
 def test_variants_give_finite_maps_on_their_own_grid(variant):
     model, images, grid = variant
@@ -217,12 +166,7 @@ def test_linear_rule_alpha_1_beta_0():
     assert torch.allclose(R_in, torch.tensor([[1.0, 0.0]]))
 
 
-def test_branch_and_matmul_rules():
+def test_branch_rule():
     x = torch.tensor([[2.0, 0.0, -1.0]])
     R = branch_relevance(torch.tensor([[1.0, 1.0, 1.0]]), torch.tensor([[0.5, 2.0, -1.0]]), x)
     assert torch.allclose(R, torch.tensor([[1.5, 0.0, 0.0]]))
-    # Z = [1, 2] @ [3, 4]^T = 11, R = 11: R_a = [1, 2] * [3, 4] / 2, R_b = [3, 4] * [1, 2] / 2
-    R_a, R_b = matmul_relevance(torch.tensor([[11.0]]), torch.tensor([[1.0, 2.0]]),
-                                torch.tensor([[3.0], [4.0]]))
-    assert torch.allclose(R_a, torch.tensor([[1.5, 4.0]]))
-    assert torch.allclose(R_b, torch.tensor([[1.5], [4.0]]))

@@ -5,8 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from agcam.boxes import boxes_to_mask, heatmap_to_boxes, mask_to_boxes, predicted_mask
-from agcam.metrics import METRICS, confusion_counts, localization_metrics, mask_metrics, mean_metric
+from agcam.evaluation.box_metrics import (
+    METRICS,
+    confusion_counts,
+    localization_metrics,
+    mask_metrics,
+    mean_metric,
+)
+from agcam.evaluation.boxes import (
+    boxes_to_mask,
+    heatmap_to_boxes,
+    mask_to_boxes,
+    predicted_mask,
+)
 
 
 def test_two_blobs_give_two_boxes():

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT, relative_error
+from tests.helpers import (
+    GOLDEN_ILSVRC,
+    GOLDEN_MODEL_NAME,
+    GOLDEN_WEIGHTS,
+    ROOT,
+    relative_error,
+)
 from tests.helpers.cases import CASES, IDS, explain, float64_limits
 
 pytestmark = pytest.mark.cuda
@@ -74,7 +80,7 @@ def test_localization_on_the_device(tmp_path, capsys):
     import json
 
     import localization as script
-    from agcam.cli import script_entry
+    from agcam.cli.common import script_entry
     run = script_entry(script.get_args_parser, script.main)
     common = ["--method", "rollout", "--data_root", str(GOLDEN_ILSVRC), "--threshold", "0.3",
               "--num_workers", "0"]
@@ -86,7 +92,7 @@ def test_localization_on_the_device(tmp_path, capsys):
 
 def test_save_h5_on_the_device(tmp_path):
     import save_h5 as script
-    from agcam.cli import script_entry
+    from agcam.cli.common import script_entry
     from agcam.store import open_store
     run = script_entry(script.get_args_parser, script.main)
     argv = ["--method", "agcam", "--save_root", str(tmp_path), "--data_root", str(GOLDEN_ILSVRC),

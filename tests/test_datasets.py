@@ -23,13 +23,20 @@ import torch
 import ABPC as abpc_script
 import localization as loc_script
 import save_h5 as h5_script
-from agcam.abpc import abpc_curves
-from agcam.datasets import DATASETS, DataError, ValDataset, find_samples, gt_boxes, list_split
+from agcam.datasets import (
+    DATASETS,
+    DataError,
+    ValDataset,
+    find_samples,
+    gt_boxes,
+    list_split,
+)
 from agcam.datasets.common import make_loader
-from agcam.export import export_store, store_meta
-from agcam.localization import evaluate
+from agcam.evaluation.abpc import abpc_curves
+from agcam.evaluation.localization import evaluate
 from agcam.registry import get_explainer
 from agcam.store import open_store
+from agcam.store.export import export_store, store_meta
 from models import create_model
 from tests.helpers import GOLDEN_MODEL_NAME, ROOT
 from tests.helpers.datasets import EXPECTED, make_ilsvrc_mirror
@@ -310,7 +317,7 @@ def test_head_must_fit_the_data_set(setups, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert "the model's head has 1000 classes, --dataset voc has 20; fine-tune one with: " \
-           "python -m agcam.finetune --dataset voc" in err
+           "python -m agcam finetune --dataset voc" in err
     # a 20-class head on ILSVRC and on CUB
     assert run(loc_script, model_args(voc["checkpoint"])) == 2
     assert "has 20 classes, --dataset ilsvrc has 1000" in capsys.readouterr().err
@@ -341,6 +348,7 @@ def test_abpc_finds_the_file_by_data_set(setups, tmp_path, capsys):
     assert (tmp_path / "VOC_agcam_ABPC.json").is_file()
 
 
+@pytest.mark.slow
 def test_torchrun_voc_gives_the_single_process_numbers(setups, tmp_path, capsys):
     voc = setups["voc"]
     common = ["--dataset", "voc", "--data_root", str(voc["tree"]), "--batch_size", "2"] + \

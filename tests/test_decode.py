@@ -14,10 +14,21 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 import localization as loc_script
-from agcam.cli import MAX_DEFAULT_WORKERS, default_num_workers, script_entry
+from agcam.cli.common import MAX_DEFAULT_WORKERS, default_num_workers, script_entry
 from agcam.datasets import find_samples
-from agcam.datasets.common import PREFETCH_FACTOR, Sample, ValDataset, loader_options, make_loader
-from agcam.decode import DeviceDecoded, EncodedDataset, collate_encoded, resize_uint8
+from agcam.datasets.common import (
+    PREFETCH_FACTOR,
+    Sample,
+    ValDataset,
+    loader_options,
+    make_loader,
+)
+from agcam.datasets.decode import (
+    DeviceDecoded,
+    EncodedDataset,
+    collate_encoded,
+    resize_uint8,
+)
 from agcam.registry import get_explainer
 from models.vit import model_geometry
 from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
@@ -101,7 +112,8 @@ def test_other_files_take_the_pil_path_or_are_skipped_as_there(tmp_path, golden_
     data = jpeg.read_bytes()
     (tmp_path / "d.jpg").write_bytes(data[:len(data) // 2])            # truncated JPEG
     shutil.copy(jpeg, tmp_path / "e.jpg")
-    samples = [Sample(name=n, path=str(tmp_path / n), class_name="n01440764", label=0, width=rgb.width,
+    samples = [Sample(name=n, path=str(tmp_path / n), class_name="n01440764", label=0,
+                      width=rgb.width,
                       height=rgb.height, boxes=[(0, 0, 10, 10)])
                for n in ("a.png", "b.jpg", "c.jpg", "d.jpg", "e.jpg")]
     dataset = EncodedDataset(samples, geometry)

@@ -21,8 +21,20 @@ import pytest
 import torch
 
 from agcam import get_explainer
-from tests.helpers import abs_error, correlation, float32_bounds, float32_spread, relative_error
-from tests.helpers.cases import CASES, IDS, LRP_FLOAT32_CORRELATION, explain, float64_limits
+from tests.helpers import (
+    abs_error,
+    correlation,
+    float32_bounds,
+    float32_spread,
+    relative_error,
+)
+from tests.helpers.cases import (
+    CASES,
+    IDS,
+    LRP_FLOAT32_CORRELATION,
+    explain,
+    float64_limits,
+)
 
 
 @pytest.fixture(scope="module")

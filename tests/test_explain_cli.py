@@ -1,4 +1,5 @@
-"""``python -m agcam explain``: PNGs per image and method, unreadable files reported, clean exits."""
+"""``python -m agcam explain``: PNGs per image and method, unreadable files reported, clean
+exits."""
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +9,8 @@ from PIL import Image
 
 from agcam import available_methods
 from agcam.__main__ import entry
-from agcam.explain_cli import output_names
-from agcam.plotting import DPI, EXPLANATION_FIGSIZE
+from agcam.cli.explain import output_names
+from agcam.figures.plotting import DPI, EXPLANATION_FIGSIZE
 from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
 
 SAMPLES = ROOT / "samples"

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 import localization as script
-from agcam.cli import script_entry
+from agcam.cli.common import script_entry
 from agcam.datasets import ValDataset, find_samples, make_loader
-from agcam.localization import evaluate, summarize
-from agcam.metrics import METRICS
+from agcam.evaluation.box_metrics import METRICS
+from agcam.evaluation.localization import evaluate, summarize
 from agcam.registry import get_explainer
 from tests.helpers import (
     GOLDEN_ILSVRC,
@@ -117,9 +117,9 @@ def test_released_maps_give_the_released_numbers_to_the_bit(golden_reference, go
     import torch
 
     from agcam.datasets import gt_boxes
-    from agcam.localization import localize_batch, threshold_key
+    from agcam.evaluation.box_metrics import mean_metric
+    from agcam.evaluation.localization import localize_batch, threshold_key
     from agcam.maps import to_heatmap
-    from agcam.metrics import mean_metric
     samples = find_samples(str(GOLDEN_ILSVRC))
     counted = [i for i, s in enumerate(samples)
                if golden_json["predictions"][i] == s.label]
@@ -260,6 +260,7 @@ def test_missing_sample_set_is_explained(monkeypatch, tmp_path, capsys):
     assert "--data_root" in err and "samples" in err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_single_process_numbers(tmp_path, capsys):
     common = ["--method", "agcam", "--data_root", str(GOLDEN_ILSVRC), "--threshold", "0.5",
               "0.3", "--batch_size", "2"] + MODEL_ARGS

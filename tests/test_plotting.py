@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agcam.heatmaps import class_name, parse_class, rescale_boxes
+from agcam.figures.heatmaps import class_name, parse_class, rescale_boxes
 
 
 def test_parse_class_accepts_index_wnid_and_name():
@@ -25,7 +25,7 @@ def test_rescale_boxes_from_input_to_image_pixels():
 
 
 def test_heatmap_boxes_land_on_the_hot_region():
-    from agcam.plotting import heatmap_boxes
+    from agcam.figures.plotting import heatmap_boxes
     heatmap = np.zeros((224, 224), dtype=np.float32)
     heatmap[112:168, 0:56] = 1.0  # bottom-left quarter of the left half
     (x0, y0, x1, y1), = heatmap_boxes(heatmap, (448, 112), 0.5)
@@ -33,7 +33,7 @@ def test_heatmap_boxes_land_on_the_hot_region():
 
 
 def test_figures_draw_and_save(tmp_path):
-    from agcam.plotting import (
+    from agcam.figures.plotting import (
         DPI,
         EXPLANATION_FIGSIZE,
         class_specific_figure,
@@ -53,7 +53,8 @@ def test_figures_draw_and_save(tmp_path):
     fig = explanation_figure(image, ramp, "agcam", 281, top=top)
     save_figure(fig, tmp_path / "one.png")
     with Image.open(tmp_path / "one.png") as png:
-        assert png.size == (round(EXPLANATION_FIGSIZE[0] * DPI), round(EXPLANATION_FIGSIZE[1] * DPI))
+        assert png.size == (round(EXPLANATION_FIGSIZE[0] * DPI),
+                            round(EXPLANATION_FIGSIZE[1] * DPI))
 
     fig = class_specific_figure(image, {"agcam": {281: ramp, 967: ramp.T}, "rollout": {281: ramp}},
                                 [281, 967], {"agcam": True, "rollout": False})

@@ -1,4 +1,5 @@
-"""--precision fp32|tf32|bf16: the context manager, the explainer option, LRP's refusal, the scripts.
+"""--precision fp32|tf32|bf16: the context manager, the explainer option, LRP's refusal, the
+scripts.
 
 bf16 runs on the CPU under autocast: the maps are compared with float32's by correlation and
 predictions only (what holds on any CPU), never by a tolerance tuned to this machine.
@@ -13,10 +14,10 @@ import torch
 import ABPC as abpc_script
 import localization as loc_script
 import save_h5 as save_script
-from agcam.cli import script_entry
+from agcam.cli.common import script_entry
 from agcam.errors import EXIT_USAGE
 from agcam.precision import PRECISIONS, autocast_active, precision
-from agcam.registry import REGISTRY, available_methods, get_explainer
+from agcam.registry import available_methods, get_explainer, method_class
 from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
@@ -85,7 +86,7 @@ def test_every_method_that_takes_bf16_returns_float32_maps(golden_model, golden_
                                                            fp32_results):
     """Every registered method (the new ones too) gets the option from the base class."""
     for name in available_methods():
-        if "bf16" not in REGISTRY[name].precisions:
+        if "bf16" not in method_class(name).precisions:
             continue
         predictions, maps = get_explainer(name, golden_model, precision="bf16").explain(
             golden_inputs)
@@ -118,7 +119,7 @@ def test_lrp_refuses_bf16(golden_model, golden_inputs):
         with precision("bf16", "cpu"):
             explainer.explain(golden_inputs[:1])
     assert get_explainer("lrp", golden_model, precision="tf32").precision == "tf32"
-    assert set(REGISTRY["lrp"].precisions) == set(PRECISIONS) - {"bf16"}
+    assert set(method_class("lrp").precisions) == set(PRECISIONS) - {"bf16"}
 
 
 @pytest.mark.parametrize("script", [loc_script, save_script])

@@ -15,9 +15,8 @@ import torch
 
 import ABPC as abpc_script
 import save_h5 as script
-from agcam.abpc import abpc_curves, pixel_counts, removal_mask
-from agcam.cli import script_entry
-from agcam.export import PAUSE_ENV
+from agcam.cli.common import script_entry
+from agcam.evaluation.abpc import abpc_curves, pixel_counts, removal_mask
 from agcam.store import FORMAT, open_store
 from tests.helpers import (
     GOLDEN,
@@ -169,10 +168,33 @@ def _save_command(root, layout):
         + MODEL_ARGS
 
 
+#: save_h5.py with its store writer wrapped by the test: after the first committed unit it prints
+#: "committed N" and sleeps, so that the test can SIGKILL it there (nothing in the project waits)
+PAUSED_SAVE_H5 = """
+import sys, time
+import save_h5
+from agcam.cli.common import script_entry
+from agcam.store import export
+real_open_writer = export.open_writer
+def open_writer(*args, **kwargs):
+    writer = real_open_writer(*args, **kwargs)
+    write = writer.write
+    def write_then_pause(indices, *rest):
+        write(indices, *rest)
+        print(f"committed {indices[-1] + 1} of {len(writer.names)}", flush=True)
+        time.sleep(60)
+    writer.write = write_then_pause
+    return writer
+export.open_writer = open_writer
+sys.exit(script_entry(save_h5.get_args_parser, save_h5.main)(sys.argv[1:]))
+"""
+
+
 def _kill_after_first_unit(root, layout):
     """Start save_h5.py, SIGKILL it while it sleeps after its first committed unit."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **{PAUSE_ENV: "60"})
-    process = subprocess.Popen(_save_command(root, layout), cwd=ROOT, env=env,
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", PAUSED_SAVE_H5] + _save_command(root, layout)[2:]
+    process = subprocess.Popen(command, cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         seen = []
@@ -214,6 +236,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path, capsys, layou
     assert "already complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_the_single_process_file(tmp_path, saved):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -283,6 +306,7 @@ def test_unreadable_image_is_stored_invalid_and_left_out_of_abpc(tmp_path, capsy
     assert "1 images stored as unreadable were left out" in captured.err
 
 
+@pytest.mark.slow
 def test_abpc_under_torchrun_gives_the_released_numbers(golden_json):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",

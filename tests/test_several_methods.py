@@ -11,8 +11,9 @@ import ABPC as abpc_script
 import localization as localization_script
 import save_h5 as save_script
 from agcam import available_methods
-from agcam.cli import PAPER_METHODS, UsageError, resolve_methods, script_entry
-from agcam.metrics import METRICS
+from agcam.cli.common import UsageError, resolve_methods, script_entry
+from agcam.evaluation.box_metrics import METRICS
+from agcam.registry import paper_methods
 from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 from tests.helpers.store import assert_same_content
 
@@ -30,7 +31,7 @@ def run(script, argv):
 # -- resolving the names --------------------------------------------------------------------------
 def test_all_is_every_method_the_papers_three_first():
     methods = resolve_methods(["all"])
-    assert methods[:3] == list(PAPER_METHODS)
+    assert methods[:3] == paper_methods() == ["agcam", "lrp", "rollout"]
     assert sorted(methods) == sorted(available_methods())
     assert {"attention", "gradcam", "gae", "gradcam_tokens"} <= set(methods)
     assert resolve_methods("gae") == ["gae"]

@@ -10,8 +10,18 @@ from __future__ import annotations
 from typing import Optional
 
 from agcam.datasets import cub, ilsvrc, voc
-from agcam.datasets.common import (IMAGE_EXTENSIONS, DataError, DatasetSpec, Listing, Sample,
-                                   ValDataset, collate, gt_boxes, make_loader, normalize_images)
+from agcam.datasets.common import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    DatasetSpec,
+    Listing,
+    Sample,
+    ValDataset,
+    collate,
+    gt_boxes,
+    make_loader,
+    normalize_images,
+)
 from agcam.datasets.ilsvrc import IMAGENET_WNIDS, find_samples, wnid_to_index
 from agcam.errors import UsageError
 

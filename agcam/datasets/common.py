@@ -24,13 +24,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from agcam.boxes import boxes_to_mask
 from agcam.distributed import shard_indices
 from agcam.errors import UsageError
 from models.vit import Geometry, model_geometry
 
 __all__ = ["IMAGE_EXTENSIONS", "DataError", "Sample", "Listing", "DatasetSpec", "gt_boxes",
-           "boxes_to_mask", "read_voc_xml", "normalize_images", "ValDataset", "collate",
+           "read_voc_xml", "normalize_images", "ValDataset", "collate",
            "make_loader"]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
@@ -98,11 +97,10 @@ class DatasetSpec:
 
     name: str                   # the --dataset value
     prefix: str                 # in the file names: ILSVRC_<method>.hdf5
-    title: str
     num_classes: int
     splits: Tuple[str, ...]
     eval_split: str             # what localization.py / save_h5.py evaluate by default
-    train_split: Optional[str]  # what agcam.finetune trains on (None: no fine-tuning)
+    train_split: Optional[str]  # what agcam.train.finetune trains on (None: no fine-tuning)
     root_help: str
     list_samples: Callable[..., Listing]
 

@@ -123,7 +123,7 @@ def list_samples(data_root: str, split: str = "test", limit: Optional[int] = Non
 
 
 SPEC = DatasetSpec(
-    name="cub", prefix="CUB", title="CUB-200-2011", num_classes=NUM_CLASSES,
+    name="cub", prefix="CUB", num_classes=NUM_CLASSES,
     splits=("test", "train"), eval_split="test", train_split="train",
     root_help="the folder holding CUB_200_2011/ (or that folder itself)",
     list_samples=list_samples)

@@ -21,8 +21,16 @@ from typing import Dict, List, Optional, Tuple
 
 from timm.data import ImageNetInfo
 
-from agcam.datasets.common import (IMAGE_EXTENSIONS, DataError, DatasetSpec, Listing, Sample,
-                                   check_root, is_image_file, read_voc_xml)
+from agcam.datasets.common import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    DatasetSpec,
+    Listing,
+    Sample,
+    check_root,
+    is_image_file,
+    read_voc_xml,
+)
 
 __all__ = ["IMAGENET_WNIDS", "IMAGE_DIR", "ANNOTATION_DIR", "SOLUTION_CSV", "SPEC",
            "wnid_to_index", "find_samples", "list_samples"]
@@ -147,7 +155,7 @@ def list_samples(data_root: str, split: str = "val", limit: Optional[int] = None
 
 
 SPEC = DatasetSpec(
-    name="ilsvrc", prefix="ILSVRC", title="ImageNet ILSVRC 2012 validation set",
+    name="ilsvrc", prefix="ILSVRC",
     num_classes=len(IMAGENET_WNIDS), splits=("val",), eval_split="val", train_split=None,
     root_help="the ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val",
     list_samples=list_samples)

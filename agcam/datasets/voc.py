@@ -15,8 +15,14 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from agcam.datasets.common import (DataError, DatasetSpec, Listing, Sample, check_root,
-                                   read_voc_xml)
+from agcam.datasets.common import (
+    DataError,
+    DatasetSpec,
+    Listing,
+    Sample,
+    check_root,
+    read_voc_xml,
+)
 
 __all__ = ["VOC_CLASSES", "SPEC", "find_voc_root", "list_samples"]
 
@@ -86,6 +92,6 @@ def list_samples(data_root: str, split: str = "val", limit: Optional[int] = None
 
 
 SPEC = DatasetSpec(
-    name="voc", prefix="VOC", title="Pascal VOC 2012 (single-class images)",
+    name="voc", prefix="VOC",
     num_classes=len(VOC_CLASSES), splits=("train", "val"), eval_split="val", train_split="train",
     root_help="the folder holding VOCdevkit/ (or VOC2012/ itself)", list_samples=list_samples)

@@ -71,7 +71,8 @@ def float32_spread(maps32, maps64) -> np.ndarray:
 
 def heatmap_bands(maps64, bounds, size, antialias=False):
     """``(heatmaps, delta)``: the float64 heatmaps of ``maps64`` (upsampled as the scripts do,
-    min-max normalised) and, per image, how far a float32 heatmap of maps within ``bounds`` (absolute,
+    min-max normalised) and, per image, how far a float32 heatmap of maps within ``bounds``
+    (absolute,
     ``max |m' - m| <= eta``: :func:`float32_bounds`) of ``maps64`` can be from them.
 
     With ``eta`` the bound, upsampling (convex combinations) moves no pixel by more than
@@ -100,7 +101,7 @@ def threshold_is_determined(heatmap64, delta, threshold) -> bool:
     its bounding box. Every such heatmap's region lies between ``heatmap64 > threshold + delta``
     and ``heatmap64 >= threshold - delta``; when those two draw the same box mask, so does it.
     """
-    from agcam.boxes import boxes_to_mask, mask_to_boxes
+    from agcam.evaluation.boxes import boxes_to_mask, mask_to_boxes
     size = heatmap64.shape
     inner = boxes_to_mask(mask_to_boxes(heatmap64 > threshold + delta), size)
     outer = boxes_to_mask(mask_to_boxes(heatmap64 >= threshold - delta), size)

@@ -1,7 +1,7 @@
 """Running the project's scripts in-process, as a user's command line would."""
 from __future__ import annotations
 
-from agcam.cli import script_entry
+from agcam.cli.common import script_entry
 
 
 def run(script, argv) -> int:

@@ -3,7 +3,7 @@
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot state, no GUI
 backend), so the command line can save thousands of them without leaking windows and the notebook
 shows them as they are returned. Heatmaps are the model-input-sized [0, 1] maps of
-:func:`agcam.heatmaps.explain_heatmaps`; they are stretched over the image in its own pixel
+:func:`agcam.figures.heatmaps.explain_heatmaps`; they are stretched over the image in its own pixel
 coordinates, so ground-truth boxes in original pixels draw as they are and boxes found on the
 heatmap are scaled from input to image pixels (the squash resize of the paper's preprocessing).
 """
@@ -18,7 +18,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from agcam.heatmaps import Box, boxes_at, class_name, method_label, rescale_boxes
+from agcam.figures.heatmaps import (
+    Box,
+    boxes_at,
+    class_name,
+    method_label,
+    rescale_boxes,
+)
 
 PRED_COLOR = "lime"   # boxes found on a heatmap
 GT_COLOR = "red"      # ground-truth boxes

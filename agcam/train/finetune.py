@@ -1,8 +1,8 @@
-"""Fine-tune the paper's ViT on Pascal VOC 2012 or CUB-200-2011: ``python -m agcam.finetune``.
+"""Fine-tune the paper's ViT on Pascal VOC 2012 or CUB-200-2011 (``agcam finetune``).
 
-    python -m agcam.finetune --dataset voc --data_root ./VOC --output ./voc_vit
-    python -m agcam.finetune --dataset cub --data_root ./CUB --output ./cub_vit
-    torchrun --nproc_per_node 4 -m agcam.finetune --dataset cub --data_root ./CUB ...
+    python -m agcam finetune --dataset voc --data_root ./VOC --output ./voc_vit
+    python -m agcam finetune --dataset cub --data_root ./CUB --output ./cub_vit
+    torchrun --nproc_per_node 4 -m agcam.train.finetune --dataset cub --data_root ./CUB ...
 
 Neither data set has an ImageNet head, so the paper's Tables 2 and 3 were made with models the
 authors fine-tuned and never published. This starts from the paper's weights (the hub, or
@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from typing import Any, Dict, Tuple
@@ -34,11 +33,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from agcam.cli import (UsageError, add_model_args, model_from_args, print_args, resolve_device,
-                       script_entry, seed_everything)
+from agcam.cli.common import (
+    UsageError,
+    add_model_args,
+    model_from_args,
+    print_args,
+    resolve_device,
+    script_entry,
+    seed_everything,
+)
 
 #: test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written
-KILL_ENV = "AGCAM_FINETUNE_KILL_AFTER_EPOCH"
 
 #: the recipe entries that must match for a run to resume from ``last.pth``
 RECIPE_KEYS = ("dataset", "train_split", "model", "checkpoint", "limit", "epochs", "batch_size",
@@ -49,8 +54,13 @@ RECIPE_KEYS = ("dataset", "train_split", "model", "checkpoint", "limit", "epochs
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        "agcam.finetune", description="Fine-tune the paper's ViT-B/16 on Pascal VOC 2012 "
+        "agcam.train.finetune", description="Fine-tune the paper's ViT-B/16 on Pascal VOC 2012 "
         "(single-class images) or CUB-200-2011 for localization.py, save_h5.py and ABPC.py.")
+    return add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """This command's flags (also under ``python -m agcam``/``agcam``)."""
     parser.add_argument("--dataset", default=None, help="voc or cub")
     parser.add_argument("--data_root", default=None,
                         help="voc: the folder holding VOCdevkit/; cub: the one holding "
@@ -149,6 +159,7 @@ def train_transform(model: nn.Module, args: argparse.Namespace):
     """timm's training augmentation at the model's input size, normalised with the model's
     mean/std (0.5 for the paper's weights), bilinear like the evaluation ``Resize``."""
     from timm.data import create_transform
+
     from models.vit import model_geometry
     geometry = model_geometry(model)
     return create_transform(tuple(geometry.input_size), is_training=True,
@@ -313,7 +324,6 @@ def _run(args, spec, train, val, ctx) -> int:
     if ctx.distributed:
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
     for epoch in range(start_epoch, args.epochs):
         # Every epoch's randomness comes from (seed, epoch): a resumed run draws what an
         # uninterrupted one would.
@@ -361,8 +371,6 @@ def _run(args, spec, train, val, ctx) -> int:
                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "recipe": recipe,
                    "dataset": spec.name, "classes": list(train.class_names),
                    "history": history}, last_path)
-        if kill_after == epoch + 1:
-            os.kill(os.getpid(), signal.SIGKILL)
     if ctx.is_main:
         meta = {"dataset": spec.name, "classes": list(train.class_names), "recipe": recipe,
                 "history": history, "model_name": args.model}

@@ -1,7 +1,8 @@
 """What the figures show, computed: top-k classes, input-sized heatmaps and their boxes.
 
 Shared by ``visualization.ipynb`` and ``python -m agcam explain``; drawing lives in
-:mod:`agcam.plotting`. Everything runs on the model's device and returns NumPy arrays on the CPU.
+:mod:`agcam.figures.plotting`. Everything runs on the model's device and returns NumPy arrays on
+the CPU.
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def parse_class(text: str, num_classes: int = 1000) -> int:
     elif num_classes != 1000:
         raise ValueError(f"class {text!r}: this model has {num_classes} classes; give an index")
     elif re.fullmatch(r"n\d{8}", text):
-        from agcam.datasets.ilsvrc import wnid_to_index  # the class index the data sets use
+        from agcam.datasets.ilsvrc import (
+            wnid_to_index,  # the class index the data sets use
+        )
         try:
             index = wnid_to_index(text)
         except KeyError:
@@ -91,8 +94,10 @@ def explain_heatmaps(explainer: Explainer, images: torch.Tensor, target: Target 
 
 def boxes_at(heatmap: np.ndarray, threshold: float = 0.5) -> List[Box]:
     """The boxes of an input-sized [0, 1] heatmap at ``threshold`` (the localization metric's
-    boxes, from :func:`agcam.boxes.heatmap_to_boxes`), in heatmap pixels."""
-    from agcam.boxes import heatmap_to_boxes  # imported here: only the box panels need it
+    boxes, from :func:`agcam.evaluation.boxes.heatmap_to_boxes`), in heatmap pixels."""
+    from agcam.evaluation.boxes import (
+        heatmap_to_boxes,  # imported here: only the box panels need it
+    )
     return [tuple(float(v) for v in box) for box in heatmap_to_boxes(np.asarray(heatmap),
                                                                       threshold)]
 

@@ -74,13 +74,3 @@ def predicted_mask(raw_map_or_heatmap: Union[np.ndarray, torch.Tensor], threshol
         maps = upsample(maps, input_size)
     heatmap = minmax_normalize(maps)[0].cpu().numpy()
     return boxes_to_mask(heatmap_to_boxes(heatmap, threshold), input_size)
-
-
-def binary_to_masks(binary: np.ndarray) -> np.ndarray:
-    """``[B, H, W]`` thresholded maps -> ``[B, H, W]`` bool box masks (one contour pass each)."""
-    binary = np.asarray(binary)
-    masks = np.zeros(binary.shape, dtype=bool)
-    size = binary.shape[-2:]
-    for i in range(binary.shape[0]):
-        masks[i] = boxes_to_mask(mask_to_boxes(binary[i]), size)
-    return masks

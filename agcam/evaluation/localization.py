@@ -2,9 +2,9 @@
 
 For every image the model classifies correctly (as released: the map of a wrong prediction
 explains another class), the raw map of the predicted class is upsampled to the input size,
-min-max normalised, thresholded, boxed (:mod:`agcam.boxes`) and compared with the union of the
-ground-truth boxes (:mod:`agcam.metrics`). Maps are computed once per batch; the boxes once per
-threshold.
+min-max normalised, thresholded, boxed (:mod:`agcam.evaluation.boxes`) and compared with the
+union of the ground-truth boxes (:mod:`agcam.evaluation.box_metrics`). Maps are computed once
+per batch; the boxes once per threshold.
 
 Means are float32 running sums, as released, over the counted images in the order the released
 code visits them where directory listings come sorted (Windows, where it was run): by class
@@ -30,11 +30,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agcam.boxes import boxes_to_mask, heatmap_to_boxes
 from agcam.datasets.common import Sample
+from agcam.evaluation.box_metrics import (
+    METRICS,
+    confusion_counts,
+    localization_metrics,
+    mean_metric,
+)
+from agcam.evaluation.boxes import boxes_to_mask, heatmap_to_boxes
 from agcam.explainer import Explainer
 from agcam.maps import to_heatmap
-from agcam.metrics import METRICS, localization_metrics, confusion_counts, mean_metric
 
 COUNTED, MISCLASSIFIED, UNREADABLE = "counted", "misclassified", "unreadable"
 
@@ -53,7 +58,8 @@ class ImageResult:
     label: int
     prediction: Optional[int]
     status: str
-    #: threshold key -> the values of :data:`agcam.metrics.METRICS` (float32 values as floats)
+    #: threshold key -> the values of :data:`agcam.evaluation.box_metrics.METRICS` (float32
+    #: values as floats)
     metrics: Dict[str, List[float]] = field(default_factory=dict)
 
     @property
@@ -80,10 +86,6 @@ class Timer:
 
     def share(self, seconds: float) -> float:
         return seconds / self.total if self.total > 0 else 0.0
-
-    def as_dict(self) -> Dict[str, float]:
-        return {"data_s": self.data, "explain_s": self.explain, "boxes_metrics_s": self.boxes,
-                "boxes_wait_s": self.boxes_wait, "total_s": self.total, "images": self.images}
 
 
 def localize_batch(heatmaps: np.ndarray, boxes: Sequence[Sequence[Sequence[int]]],
@@ -123,7 +125,8 @@ def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[
                      progress: bool = True, total: Optional[int] = None,
                      timer: Optional[Timer] = None, warn=None, overlap: bool = True
                      ) -> Dict[str, List[ImageResult]]:
-    """Localize every image ``loader`` yields (batches of :func:`agcam.datasets.common.collate`) with every
+    """Localize every image ``loader`` yields (batches of
+    :func:`agcam.datasets.common.collate`) with every
     method of ``explainers`` (name -> explainer): each batch is decoded once and explained by
     each method in turn.
 

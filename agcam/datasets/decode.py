@@ -62,7 +62,8 @@ class EncodedDataset(ValDataset):
 
 
 def collate_encoded(items: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Batch :class:`EncodedDataset` items: the fields of :func:`agcam.datasets.common.collate`, except that
+    """Batch :class:`EncodedDataset` items: the fields of
+    :func:`agcam.datasets.common.collate`, except that
     ``input`` is absent; ``pixels`` holds the PIL-decoded items' uint8 images at the positions
     ``pixel_rows`` and ``encoded`` the ``(position, bytes)`` of the others."""
     decoded = [i for i, it in enumerate(items) if "encoded" not in it]

@@ -21,7 +21,6 @@ from agcam.precision import DEFAULT_PRECISION, PRECISIONS
 from models.vit import DEFAULT_MODEL, ModelError, create_model
 
 
-
 def str2bool(value) -> bool:
     """``--csv True`` / ``--csv=False`` as the released scripts take them."""
     if isinstance(value, bool):
@@ -55,7 +54,8 @@ def add_precision_arg(parser: argparse.ArgumentParser) -> None:
 
 def check_precision_arg(method: str, precision: str) -> None:
     """The method's refusal of ``--precision`` (LRP at bf16) as a usage error, before any work."""
-    from agcam.registry import REGISTRY
+    from agcam.registry import REGISTRY, load_methods
+    load_methods()
     cls = REGISTRY.get(method)
     if cls is not None:
         try:
@@ -121,16 +121,13 @@ def script_entry(get_args_parser: Callable[[], argparse.ArgumentParser],
 
 
 # -- what the data scripts (localization.py, save_h5.py) share -----------------------------------
-from agcam.registry import ordered_methods, paper_methods  # noqa: E402
-
-#: the methods of the paper's scripts (registered with ``paper=True``)
-PAPER_METHODS = ("agcam", "lrp", "rollout")
+from agcam.registry import ordered_methods, paper_methods  # noqa: E402  (re-exported)
 
 
 def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
     parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
                         help=f"explanation method(s){help_suffix}: one or several of "
-                             f"{', '.join(PAPER_METHODS)}, ... (every registered name), or "
+                             f"{', '.join(paper_methods())}, ... (every registered name), or "
                              "all (default: agcam)")
 
 
@@ -201,9 +198,7 @@ def check_method(method: str) -> None:
     from agcam.registry import available_methods
     methods = available_methods()
     if method not in methods:
-        known = ", ".join(sorted(set(methods) | set(PAPER_METHODS)))
-        missing = "" if method not in PAPER_METHODS else " (its implementation is not installed)"
-        raise UsageError(f"--method {method}: unknown method{missing}; choose from {known} "
+        raise UsageError(f"--method {method}: unknown method; choose from {', '.join(methods)} "
                          "or all")
 
 
@@ -264,7 +259,7 @@ def check_head(model, spec, args: argparse.Namespace) -> None:
         return
     source = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--model {args.model}"
     hint = "" if spec.train_split is None else \
-        f"; fine-tune one with: python -m agcam.finetune --dataset {spec.name}"
+        f"; fine-tune one with: python -m agcam finetune --dataset {spec.name}"
     raise UsageError(f"{source}: the model's head has {classes} classes, --dataset {spec.name} "
                      f"has {spec.num_classes}{hint}")
 

@@ -1,10 +1,12 @@
-"""Benchmark of the ABPC stage: batched (:mod:`agcam.abpc`) against the released procedure.
+"""Benchmark: batched ABPC against the released one-image loop, side by side.
+
+The batched stage is :mod:`agcam.evaluation.abpc`.
 
 The released ``ABPC.py`` runs 22 single-image forward passes per image (11 steps x LeRF/MoRF).
 :func:`bench_abpc` times both in the same run, in turns, on random images and heatmaps, and
-checks that they give the same curves. Called by ``python -m agcam.bench``; on its own:
+checks that they give the same curves. Called by ``python -m agcam bench``; on its own:
 
-    python -m agcam.bench_abpc [--model vit_base_patch16_224] [--images 8] [--batch_size 8]
+    python -m agcam bench-abpc [--model vit_base_patch16_224] [--images 8] [--batch_size 8]
 """
 from __future__ import annotations
 
@@ -19,8 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from agcam.abpc import LERF, MORF, NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
 from agcam.datasets.common import normalize_images
+from agcam.evaluation.abpc import (
+    LERF,
+    MORF,
+    NUM_STEPS,
+    abpc_curves,
+    perturb,
+    pixel_counts,
+    removal_mask,
+)
 from agcam.store import heatmaps_from_maps
 from models.vit import model_geometry
 
@@ -125,6 +135,11 @@ def bench_abpc(model: nn.Module, n_images: int = 8, batch_size: int = 8, repeats
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("ABPC benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """This command's flags (also under ``python -m agcam``/``agcam``)."""
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=8)

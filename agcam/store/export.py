@@ -21,13 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from agcam.datasets.common import ValDataset, loader_options
-from agcam.decode import collate_for, decoded_batches
+from agcam.datasets.decode import collate_for, decoded_batches
 from agcam.distributed import DistContext, broadcast_from_main, gather_to_main
 from agcam.explainer import Explainer
 from agcam.store import PARTIAL_SUFFIX, StoreError, StoreMeta, StoreWriter, open_writer
 
 #: test hook: seconds to sleep after each committed unit (to interrupt a run at a known point)
-PAUSE_ENV = "AGCAM_SAVE_H5_PAUSE_AFTER_UNIT"
 
 
 @dataclass
@@ -171,7 +170,6 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
         dataset, batch_sampler=mine, collate_fn=collate_for(dataset),
         **loader_options(num_workers, device.type == "cuda")),
         dataset, device)) if mine else iter(())
-    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     warned = set()
     bar = None
     if progress and ctx.is_main and units:
@@ -197,10 +195,6 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
                             warned.add(i)
                             log(f"warning: {dataset.samples[i].path}: unreadable, stored as "
                                 f"invalid and left out of ABPC ({error})", file=sys.stderr)
-                if pause:
-                    log(f"committed {stats.already_done + stats.written} of {len(names)}",
-                        flush=True)
-                    time.sleep(pause)
             if bar is not None:
                 bar.update(sum({r.indices[0]: len(r.indices) for _, r in gathered}.values()))
     finally:

@@ -11,7 +11,7 @@ Pure functions of pixel counts, vectorised over images. From TP, FP, FN, TN with
 The released code computes these on float32 tensors and sums the per-image values in float32
 before dividing by the number of images; so do we, in the same order of operations: per-image
 values agree with the released ones to the last bit (counts below 2**24 are exact in float32),
-means up to the order in which the images are summed (see :mod:`agcam.localization`).
+means up to the order in which the images are summed (see :mod:`agcam.evaluation.localization`).
 """
 from __future__ import annotations
 

@@ -19,13 +19,25 @@ from typing import Dict, List, Sequence
 import torch
 from tqdm import tqdm
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       model_from_args, print_args, resolve_device, resolve_methods)
+from agcam.cli.common import (
+    UsageError,
+    add_model_args,
+    add_precision_arg,
+    model_from_args,
+    print_args,
+    resolve_device,
+    resolve_methods,
+)
+from agcam.figures.heatmaps import (
+    class_name,
+    explain_heatmaps,
+    num_classes_of,
+    parse_class,
+    top_k,
+)
+from agcam.figures.plotting import explanation_figure, save_figure
 from agcam.precision import precision
-from agcam.registry import get_explainer
-from agcam.heatmaps import (class_name, explain_heatmaps, num_classes_of, parse_class,
-                            top_k)
-from agcam.plotting import explanation_figure, save_figure
+from agcam.registry import get_explainer, paper_methods
 from models.vit import build_transform, load_image
 
 EXIT_SOME_FAILED = 1
@@ -34,7 +46,7 @@ EXIT_SOME_FAILED = 1
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
     parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s): {', '.join(PAPER_METHODS)}, ... (every "
+                        help=f"explanation method(s): {', '.join(paper_methods())}, ... (every "
                              "registered name), several, or all, the paper's three first "
                              "(default: agcam)")
     parser.add_argument("--target", default=None, metavar="CLASS",

@@ -1,6 +1,6 @@
 """Benchmark: seconds per image of the plain forward and of each explainer, side by side.
 
-    python -m agcam.bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
+    python -m agcam bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
                           [--methods agcam lrp rollout attention gae gradcam gradcam_tokens]
                           [--abpc_images 8] [--device cuda] [--precision fp32|tf32|bf16]
 
@@ -24,9 +24,9 @@ from typing import Callable, Dict, List
 
 import torch
 
-from agcam.cli import ordered_methods
-from agcam.precision import PRECISIONS, precision as precision_context
-from agcam.registry import REGISTRY, get_explainer
+from agcam.precision import PRECISIONS
+from agcam.precision import precision as precision_context
+from agcam.registry import get_explainer, method_class, ordered_methods
 from models.vit import create_model, model_geometry
 
 REFUSED = "refused"
@@ -49,7 +49,7 @@ def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], r
     device = next(model.parameters()).device
     images = torch.randn(batch_size, 3, *model_geometry(model).input_size, device=device)
     explainers = {name: get_explainer(name, model, precision=precision) for name in methods
-                  if precision in REGISTRY[name].precisions}
+                  if precision in method_class(name).precisions}
 
     def forward():
         with torch.no_grad(), precision_context(precision, device.type):
@@ -69,6 +69,11 @@ def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], r
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("AGCAM benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """This command's flags (also under ``python -m agcam``/``agcam``)."""
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--methods", nargs="+", default=None,
@@ -117,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"| {batch_size} | {' | '.join(cells)} |", flush=True)
     if args.abpc_images:
         try:
-            from agcam.bench_abpc import bench_abpc
+            from agcam.bench.abpc import bench_abpc
         except ImportError:
             print("ABPC benchmark not available")
         else:

@@ -1,0 +1,3 @@
+"""Evaluations of explanations, as pure functions of maps and models with loops that batch them:
+box localization (:mod:`.localization`, :mod:`.boxes`, :mod:`.box_metrics`) and the ABPC
+faithfulness curves (:mod:`.abpc`)."""
