@@ -199,6 +199,7 @@ def test_training_script_runs_and_writes_loadable_weights(tmp_path, monkeypatch)
 def test_figure_command_writes_small_pngs(tmp_path):
     from agcam.figures.learnt import DEFAULT_IMAGES, render
     paths = render(str(tmp_path), names=DEFAULT_IMAGES[:1], methods=["agcam", "rollout"])
-    assert [os.path.basename(p) for p in paths] == ["learnt_methods.png", "learnt_two_objects.png"]
+    assert [os.path.basename(p) for p in paths] == ["learnt_methods.png", "learnt_two_objects.png",
+                                                    "learnt_agcam_pairs.png"]
     for path in paths:
         assert 0 < os.path.getsize(path) <= 300 * 1024
