@@ -30,7 +30,11 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights"
 LEARNT_WEIGHTS = os.path.join(WEIGHTS_DIR, f"{LEARNT_MODEL}.safetensors")
 #: the training log written with them (arguments, time, machine load, accuracy)
 LEARNT_LOG = os.path.join(WEIGHTS_DIR, f"{LEARNT_MODEL}.json")
-LEARNT_NUM_CLASSES = 8
+#: the class names, output i first (those of agcam.datasets.synthetic.CLASSES; a test keeps the
+#: two equal: models/ imports nothing of agcam)
+LEARNT_LABEL_NAMES = ("red plain", "red striped", "yellow plain", "yellow striped", "green plain",
+                      "green striped", "blue plain", "blue striped")
+LEARNT_NUM_CLASSES = len(LEARNT_LABEL_NAMES)
 LEARNT_INPUT_SIZE = 112
 
 #: the architecture (timm ``VisionTransformer`` keyword arguments)
@@ -40,7 +44,8 @@ LEARNT_ARCH = dict(img_size=LEARNT_INPUT_SIZE, patch_size=16, embed_dim=128, dep
 default_cfgs = generate_default_cfgs({
     LEARNT_MODEL: _cfg(file=LEARNT_WEIGHTS, num_classes=LEARNT_NUM_CLASSES,
                        input_size=(3, LEARNT_INPUT_SIZE, LEARNT_INPUT_SIZE), crop_pct=1.0,
-                       interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+                       interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                       label_names=LEARNT_LABEL_NAMES),
 })
 
 

@@ -72,6 +72,7 @@ def test_registered_model_carries_its_preprocessing(model):
     assert geometry.grid == (7, 7) and geometry.num_prefix_tokens == 1
     assert geometry.input_size == (112, 112)
     assert model.num_classes == len(CLASSES) == len(WNIDS)
+    assert tuple(cfg["label_names"]) == CLASSES
     assert os.path.getsize(LEARNT_WEIGHTS) <= 5 * 2 ** 20
 
 
@@ -87,6 +88,24 @@ def test_reader_labels_are_the_heads_classes(heldout):
         assert WNIDS[sample.label] == sample.wnid
     counts = np.bincount(heldout.labels.numpy(), minlength=len(CLASSES))
     assert (counts == counts[0]).all() and counts[0] > 0
+
+
+def test_synthetic_data_set_of_the_scripts(tmp_path):
+    from agcam.datasets import DATASETS, DataError, list_split
+    spec = DATASETS["synthetic"]
+    listing = list_split(spec, HELDOUT_ROOT)
+    assert spec.num_classes == len(CLASSES) and listing.class_names == CLASSES
+    assert len(listing.samples) == 160 and listing.dataset == "synthetic"
+    # an ImageNet class outside the eight is refused, naming the file
+    folder = tmp_path / "Data" / "CLS-LOC" / "val" / "n01530575"
+    folder.mkdir(parents=True)
+    sample = listing.samples[0]
+    (folder / "x.JPEG").write_bytes(open(sample.path, "rb").read())
+    (tmp_path / "Annotations" / "CLS-LOC" / "val").mkdir(parents=True)
+    xml = os.path.join(HELDOUT_ROOT, "Annotations", "CLS-LOC", "val", sample.name + ".xml")
+    (tmp_path / "Annotations" / "CLS-LOC" / "val" / "x.xml").write_text(open(xml).read())
+    with pytest.raises(DataError, match="n01530575"):
+        list_split(spec, str(tmp_path))
 
 
 def test_committed_set_is_what_the_generator_draws():
@@ -193,7 +212,11 @@ def test_training_script_runs_and_writes_loadable_weights(tmp_path, monkeypatch)
     log = json.loads((tmp_path / "w.json").read_text())
     assert log["images_seen"] == 8 and log["heldout_images"] == 160
     assert 0.0 <= log["heldout_accuracy"] <= 1.0
-    create_model(LEARNT_MODEL, checkpoint=str(out))
+    first = create_model(LEARNT_MODEL, checkpoint=str(out)).state_dict()
+    # seeded: the same arguments train the same weights
+    assert learnt.main(args) == 0
+    again = create_model(LEARNT_MODEL, checkpoint=str(out)).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 def test_figure_command_writes_small_pngs(tmp_path):

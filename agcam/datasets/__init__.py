@@ -1,15 +1,15 @@
 """The data sets, one module each behind one small interface (:class:`DatasetSpec`).
 
-``DATASETS[name]`` (``ilsvrc``, ``voc``, ``cub``) names the classes, the splits and the file
-prefix; its ``list_samples(root, split, limit, flag)`` lists the samples (path, label, boxes in
-original pixels) and checks the layout. Loading, box scaling and preprocessing are shared
-(:mod:`agcam.datasets.common`).
+``DATASETS[name]`` (``ilsvrc``, ``voc``, ``cub``, ``synthetic``) names the classes, the splits
+and the file prefix; its ``list_samples(root, split, limit, flag)`` lists the samples (path,
+label, boxes in original pixels) and checks the layout. Loading, box scaling and preprocessing are
+shared (:mod:`agcam.datasets.common`).
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from agcam.datasets import cub, ilsvrc, voc
+from agcam.datasets import cub, ilsvrc, synthetic, voc
 from agcam.datasets.common import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -25,7 +25,7 @@ from agcam.datasets.common import (
 from agcam.datasets.ilsvrc import IMAGENET_WNIDS, find_samples, wnid_to_index
 from agcam.errors import UsageError
 
-DATASETS = {spec.name: spec for spec in (ilsvrc.SPEC, voc.SPEC, cub.SPEC)}
+DATASETS = {spec.name: spec for spec in (ilsvrc.SPEC, voc.SPEC, cub.SPEC, synthetic.SPEC)}
 
 __all__ = ["DATASETS", "get_dataset", "list_split", "IMAGE_EXTENSIONS", "DataError",
            "DatasetSpec", "Listing", "Sample", "ValDataset", "collate", "gt_boxes", "make_loader",

@@ -20,6 +20,9 @@ square on a 7 x 7 patch grid) took longer than the time allowed.
 Class ``i`` is written under the ``i``-th of the sorted ImageNet wnids (:data:`WNIDS`), so that
 :mod:`agcam.datasets.ilsvrc` reads the held-out set with label ``i`` == output ``i`` of the head.
 
+As a data set of the scripts (``--dataset synthetic --data_root samples/synthetic/ILSVRC``, see
+:data:`SPEC`) it has the eight classes, so ``vit_agcam_learnt``'s head fits it.
+
 Every image is a function of ``(seed, index)`` only (a NumPy generator seeded with both), so a
 set is the same whatever the order or the number of processes that draw it. Write the held-out
 set (the ILSVRC validation layout, and the two-object images apart) with
@@ -41,11 +44,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from agcam.datasets.common import DataError, DatasetSpec, Listing
 from agcam.datasets.ilsvrc import ANNOTATION_DIR, IMAGE_DIR, IMAGENET_WNIDS
+from agcam.datasets.ilsvrc import list_samples as ilsvrc_samples
 
 __all__ = ["HUES", "SHAPES", "TEXTURES", "CLASSES", "WNIDS", "IMAGE_SIZE", "SCALE", "PAIR_SCALE",
            "SynthObject", "SynthImage", "sample_image", "sample_batch", "write_heldout",
-           "HELDOUT_SEED", "PAIRS_DIR", "jpeg_roundtrip"]
+           "HELDOUT_SEED", "PAIRS_DIR", "jpeg_roundtrip", "list_samples", "SPEC"]
 
 #: the class colours: (name, hue in degrees)
 HUES: Tuple[Tuple[str, float], ...] = (("red", 0.0), ("yellow", 55.0), ("green", 125.0),
@@ -352,6 +357,27 @@ def write_heldout(out: str, per_class: int = 20, pairs: int = 16, seed: int = HE
                annotation_xml(name, item.pixels.shape[1::-1], item.objects), "w")
         index += 1
     return single_root, pairs_root
+
+
+def list_samples(data_root: str, split: str = "val", limit: Optional[int] = None,
+                 flag: str = "--data_root") -> Listing:
+    """The held-out set under ``data_root`` (the ILSVRC layout, read by the ILSVRC reader) as
+    the ``synthetic`` data set: :data:`CLASSES`, so a model with one output per class fits."""
+    listing = ilsvrc_samples(data_root, split, limit, flag)
+    for sample in listing.samples:
+        if sample.label >= len(CLASSES):
+            raise DataError(f"{sample.path}: folder {sample.wnid} is not one of the "
+                            f"{len(CLASSES)} synthetic classes ({WNIDS[0]} ... {WNIDS[-1]})")
+    return Listing(dataset="synthetic", split=listing.split, samples=listing.samples,
+                   class_names=CLASSES, listed=listing.listed, dropped=listing.dropped)
+
+
+SPEC = DatasetSpec(
+    name="synthetic", prefix="SYNTH", title="synthetic shapes with known boxes (held-out set)",
+    num_classes=len(CLASSES), splits=("val",), eval_split="val", train_split=None,
+    root_help="the synthetic set in the ILSVRC layout, e.g. samples/synthetic/ILSVRC "
+              "(written by python -m agcam.datasets.synthetic)",
+    list_samples=list_samples)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
