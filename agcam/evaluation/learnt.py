@@ -23,6 +23,7 @@ mean inside their own object's box than inside the other's (such a map never can
 
     python -m agcam.evaluation.learnt                   # the table, every method, all images
     python -m agcam.evaluation.learnt --limit 16 --method agcam rollout
+    python -m agcam.evaluation.learnt --precision_table  # maps at bf16 and float64 vs float32
 """
 from __future__ import annotations
 
@@ -259,6 +260,80 @@ def behaviour_rows(model: nn.Module, data: HeldOut, methods: Sequence[str],
     return rows
 
 
+def _correlations(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Per image, the Pearson correlation of two ``[N, h, w]`` maps (NaN where one is constant)."""
+    x = a.reshape(len(a), -1).double()
+    y = b.reshape(len(b), -1).double()
+    x = x - x.mean(dim=1, keepdim=True)
+    y = y - y.mean(dim=1, keepdim=True)
+    denominator = x.norm(dim=1) * y.norm(dim=1)
+    out = (x * y).sum(dim=1) / denominator
+    return torch.where(denominator > 0, out, torch.full_like(out, float("nan"))).numpy()
+
+
+def precision_rows(model: nn.Module, data: HeldOut, methods: Sequence[str],
+                   threshold: float = THRESHOLD) -> List[Dict[str, object]]:
+    """Per method, how far its maps move from float32 (the predicted class's raw maps, every
+    image): at ``bf16`` (CPU autocast) and in float64 (the model and images in double), the
+    minimum and mean per-image correlation with the float32 map, the images whose prediction
+    changed, and the mean IoU@``threshold`` of the correctly classified images at each."""
+    import copy
+
+    from agcam.registry import REGISTRY, get_explainer
+    from models.vit import model_geometry
+
+    size = model_geometry(model).input_size
+    model64 = copy.deepcopy(model).double()
+    rows = []
+    for name in methods:
+        fp32_pred, fp32 = explain_all(get_explainer(name, model), data.images)
+        row: Dict[str, object] = {"method": name}
+        for key, explainer, images in (
+                ("bf16", "bf16" in REGISTRY[name].precisions and
+                 get_explainer(name, model, precision="bf16"), data.images),
+                ("fp64", get_explainer(name, model64), data.images.double())):
+            if not explainer:
+                row[key] = None
+                continue
+            pred, maps = explain_all(explainer, images)
+            corr = _correlations(maps, fp32)
+            correct = (pred == data.labels).numpy()
+            boxes = [b for b, ok in zip(data.boxes, correct) if ok]
+            ious = box_ious(to_heatmap(maps[correct].float(), size).numpy(), boxes, threshold)
+            row[key] = {"corr_min": float(np.nanmin(corr)), "corr_mean": float(np.nanmean(corr)),
+                        "constant": int(np.isnan(corr).sum()),
+                        "changed": int((pred != fp32_pred).sum()), "iou": float(ious.mean())}
+        correct = (fp32_pred == data.labels).numpy()
+        boxes = [b for b, ok in zip(data.boxes, correct) if ok]
+        row["fp32_iou"] = float(box_ious(to_heatmap(fp32[correct], size).numpy(), boxes,
+                                         threshold).mean())
+        rows.append(row)
+    return rows
+
+
+def precision_lines(rows: Sequence[Dict[str, object]], threshold: float = THRESHOLD
+                    ) -> List[str]:
+    from agcam.registry import method_label
+    lines = [f"| method | bf16 vs fp32: correlation min (mean) | bf16: predictions changed | "
+             f"IoU@{threshold:g} fp32 / bf16 | fp64 vs fp32: correlation min (mean) | "
+             f"fp64: predictions changed |",
+             "| --- | --- | ---: | --- | --- | ---: |"]
+
+    def corr(entry):
+        if entry is None:
+            return "refused"
+        note = f"; {entry['constant']} constant maps left out" if entry["constant"] else ""
+        return f"{entry['corr_min']:.5f} ({entry['corr_mean']:.5f}){note}"
+
+    for r in rows:
+        bf16, fp64 = r["bf16"], r["fp64"]
+        lines.append(f"| {method_label(r['method'])} | {corr(bf16)} | "
+                     f"{'' if bf16 is None else bf16['changed']} | {r['fp32_iou']:.4f} / "
+                     f"{'refused' if bf16 is None else format(bf16['iou'], '.4f')} | "
+                     f"{corr(fp64)} | {fp64['changed']} |")
+    return lines
+
+
 def table_lines(rows: Sequence[Dict[str, object]], threshold: float = THRESHOLD) -> List[str]:
     """The rows as a Markdown table."""
     from agcam.registry import method_label
@@ -294,6 +369,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=THRESHOLD)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random map")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--precision_table", action="store_true",
+                        help="instead: how far each method's maps move at bf16 (CPU autocast) "
+                             "and in float64 from float32")
     return parser
 
 
@@ -315,8 +393,14 @@ def main(args: argparse.Namespace) -> int:
     except ModelError as exc:
         raise UsageError(str(exc)) from None
     data = load_heldout(model, args.data_root, args.limit)
-    pairs = load_heldout(model, args.pairs_root) if args.pairs_root else None
     start = time.perf_counter()
+    if args.precision_table:
+        print(f"model {args.model}, held-out set {args.data_root}: {len(data.samples)} images")
+        print("\n".join(precision_lines(precision_rows(model, data, methods, args.threshold),
+                                         args.threshold)))
+        print(f"({time.perf_counter() - start:.0f} s, torch threads {torch.get_num_threads()})")
+        return 0
+    pairs = load_heldout(model, args.pairs_root) if args.pairs_root else None
     rows = behaviour_rows(model, data, methods, pairs, args.threshold, args.seed)
     with torch.no_grad():
         accuracy = float((model(data.images).argmax(1) == data.labels).float().mean())
