@@ -15,14 +15,22 @@ import numpy as np
 import pytest
 import torch
 
-import agcam  # noqa: F401  (registers every method)
 from agcam.datasets.ilsvrc import find_samples
-from agcam.datasets.synthetic import (CLASSES, HELDOUT_SEED, PAIR_SCALE, SCALE, WNIDS,
-                                      sample_image)
-from agcam.evaluation.learnt import (HELDOUT_ROOT, PAIRS_ROOT, abpc_score, box_ious,
-                                     centred_box, explain_all, fixed_box_ious, load_heldout,
-                                     own_object_preferred, pair_heatmaps, peak_hits,
-                                     random_maps)
+from agcam.datasets.synthetic import CLASSES, HELDOUT_SEED, PAIR_SCALE, SCALE, WNIDS, sample_image
+from agcam.evaluation.learnt import (
+    HELDOUT_ROOT,
+    PAIRS_ROOT,
+    abpc_score,
+    box_ious,
+    centred_box,
+    explain_all,
+    fixed_box_ious,
+    load_heldout,
+    own_object_preferred,
+    pair_heatmaps,
+    peak_hits,
+    random_maps,
+)
 from agcam.maps import to_heatmap
 from agcam.registry import get_explainer, ordered_methods
 from models.learnt import LEARNT_LOG, LEARNT_MODEL, LEARNT_WEIGHTS

@@ -22,6 +22,7 @@ def test_a_wheel_holds_the_three_packages_and_the_console_script(tmp_path):
                             if n.endswith("entry_points.txt"))
     for package in ("agcam", "baselines", "models", "agcam/store", "agcam/evaluation"):
         assert f"{package}/__init__.py" in names, package
+    assert "models/weights/vit_agcam_learnt.safetensors" in names   # the learnt model's weights
     assert not any(n.startswith("tests/") for n in names)
     assert "agcam = agcam.__main__:entry" in entry_points
 

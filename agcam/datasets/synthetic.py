@@ -373,8 +373,8 @@ def list_samples(data_root: str, split: str = "val", limit: Optional[int] = None
 
 
 SPEC = DatasetSpec(
-    name="synthetic", prefix="SYNTH", title="synthetic shapes with known boxes (held-out set)",
-    num_classes=len(CLASSES), splits=("val",), eval_split="val", train_split=None,
+    name="synthetic", prefix="SYNTH", num_classes=len(CLASSES), splits=("val",),
+    eval_split="val", train_split=None,
     root_help="the synthetic set in the ILSVRC layout, e.g. samples/synthetic/ILSVRC "
               "(written by python -m agcam.datasets.synthetic)",
     list_samples=list_samples)

@@ -4,13 +4,14 @@ Equality to the released code shows that a method computes what its authors comp
 show that the method finds an object. On ``vit_agcam_learnt`` and the synthetic held-out set
 (:mod:`agcam.datasets.synthetic`: boxes right by construction) it can:
 
-- localization, the released procedure (:func:`agcam.localization.localize_batch`): on every
-  image the model classifies correctly, the predicted class's map is upsampled bilinearly to the
-  input, min-max normalised, thresholded (0.5), boxed; ``IoU@0.5`` is the mean IoU of those boxes
-  with the ground truth (the paper's Table 1 measure) and ``box acc`` the share of images whose
-  IoU is at least 0.5;
-- ABPC, the released procedure (:func:`agcam.abpc.abpc_curves`): the label class's map, resized
-  with antialiasing as ``save_h5.py`` stores it, pixels removed most / least relevant first;
+- localization, the released procedure (:func:`agcam.evaluation.localization.localize_batch`):
+  on every image the model classifies correctly, the predicted class's map is upsampled
+  bilinearly to the input, min-max normalised, thresholded (0.5), boxed; ``IoU@0.5`` is the mean
+  IoU of those boxes with the ground truth (the paper's Table 1 measure) and ``box acc`` the
+  share of images whose IoU is at least 0.5;
+- ABPC, the released procedure (:func:`agcam.evaluation.abpc.abpc_curves`): the label class's
+  map, resized with antialiasing as ``save_h5.py`` stores it, pixels removed most / least
+  relevant first;
 - the baselines, through the same code: ``random`` (a uniform random map on the patch grid,
   seeded) and ``centre`` (localization: the centred box of the set's mean box width and height,
   which knows the boxes' size and so is the stronger baseline; ABPC: a centred Gaussian on the
@@ -114,9 +115,9 @@ def centred_box(boxes: Sequence[Sequence[Tuple[int, int, int, int]]], size: Tupl
 
 def box_ious(heatmaps: np.ndarray, boxes, threshold: float = THRESHOLD) -> np.ndarray:
     """Per image, the IoU of the boxes the ``[N, H, W]`` [0, 1] heatmaps give at ``threshold``
-    with the ground truth (:func:`agcam.localization.localize_batch`)."""
-    from agcam.localization import localize_batch, threshold_key
-    from agcam.metrics import METRICS
+    with the ground truth (:func:`agcam.evaluation.localization.localize_batch`)."""
+    from agcam.evaluation.box_metrics import METRICS
+    from agcam.evaluation.localization import localize_batch, threshold_key
     column = METRICS.index("iou")
     return np.array([row[threshold_key(threshold)][column]
                      for row in localize_batch(heatmaps, boxes, [threshold])], dtype=np.float64)
@@ -124,8 +125,8 @@ def box_ious(heatmaps: np.ndarray, boxes, threshold: float = THRESHOLD) -> np.nd
 
 def fixed_box_ious(box: Tuple[int, int, int, int], boxes, size: Tuple[int, int]) -> np.ndarray:
     """Per image, the IoU of one fixed box with the ground truth (the same mask metric)."""
-    from agcam.boxes import boxes_to_mask
-    from agcam.metrics import confusion_counts, localization_metrics
+    from agcam.evaluation.box_metrics import confusion_counts, localization_metrics
+    from agcam.evaluation.boxes import boxes_to_mask
     predicted = np.stack([boxes_to_mask([box], size)] * len(boxes))
     truth = np.stack([boxes_to_mask(b, size) for b in boxes])
     return localization_metrics(*confusion_counts(predicted, truth))["iou"].astype(np.float64)
@@ -143,14 +144,13 @@ class _AbpcBatch:
 def abpc_score(model: nn.Module, data: HeldOut, maps: torch.Tensor, batch_size: int = 64
                ) -> float:
     """ABPC of raw ``[N, h, w]`` maps of the label classes on ``data`` (the released recipe:
-    antialiased resize, :func:`agcam.abpc.abpc_curves`)."""
-    from agcam.abpc import abpc_curves, summarize
-    from agcam.store import heatmaps_from_maps
+    antialiased resize, :func:`agcam.evaluation.abpc.abpc_curves`)."""
+    from agcam.evaluation.abpc import abpc_curves, summarize
     size = tuple(data.images.shape[-2:])
     batches = [_AbpcBatch(list(range(start, min(start + 32, len(data.samples)))),
                           data.names[start:start + 32], data.labels[start:start + 32],
                           data.images[start:start + 32],
-                          heatmaps_from_maps(maps[start:start + 32], size))
+                          to_heatmap(maps[start:start + 32].float(), size, recipe="abpc"))
                for start in range(0, len(data.samples), 32)]
     curves = abpc_curves(model, batches, batch_size=batch_size)
     return float(summarize(curves, "map")["abpc"])
@@ -279,7 +279,7 @@ def precision_rows(model: nn.Module, data: HeldOut, methods: Sequence[str],
     changed, and the mean IoU@``threshold`` of the correctly classified images at each."""
     import copy
 
-    from agcam.registry import REGISTRY, get_explainer
+    from agcam.registry import get_explainer, method_class
     from models.vit import model_geometry
 
     size = model_geometry(model).input_size
@@ -289,7 +289,7 @@ def precision_rows(model: nn.Module, data: HeldOut, methods: Sequence[str],
         fp32_pred, fp32 = explain_all(get_explainer(name, model), data.images)
         row: Dict[str, object] = {"method": name}
         for key, explainer, images in (
-                ("bf16", "bf16" in REGISTRY[name].precisions and
+                ("bf16", "bf16" in method_class(name).precisions and
                  get_explainer(name, model, precision="bf16"), data.images),
                 ("fp64", get_explainer(name, model64), data.images.double())):
             if not explainer:
@@ -376,7 +376,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    import agcam  # noqa: F401  (registers every method)
     from agcam.errors import UsageError
     from agcam.registry import ordered_methods
     from models.vit import ModelError, create_model

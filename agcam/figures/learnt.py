@@ -8,9 +8,10 @@ and 6, fixed before any map was looked at), the image with its ground-truth box 
 then each method's heatmap of the predicted class with the box it gives at 0.5 (green).
 ``learnt_two_objects.png``: one two-object image (default: the first to which the model gives
 both classes a probability of at least :data:`PAIR_MIN_PROBABILITY`), a row per object class, a
-column per method (:func:`agcam.plotting.class_specific_figure`). ``learnt_agcam_pairs.png``:
-AGCAM's two class maps on every two-object image, failures included. Drawn with
-:mod:`agcam.plotting`; the model is ``vit_agcam_learnt`` with its committed weights.
+column per method (:func:`agcam.figures.plotting.class_specific_figure`).
+``learnt_agcam_pairs.png``: AGCAM's two class maps on every two-object image, failures
+included. Drawn with :mod:`agcam.figures.plotting`; the model is ``vit_agcam_learnt`` with its
+committed weights.
 """
 from __future__ import annotations
 
@@ -46,8 +47,14 @@ def methods_grid(images: Sequence[Image.Image], heatmaps: Dict[str, np.ndarray],
                  ) -> Figure:
     """A row per image: the image (ground truth dashed red), then per method its heatmap with the
     boxes it gives at ``threshold`` (green). ``heatmaps[method]`` is ``[N, H, W]`` in [0, 1]."""
-    from agcam.plotting import (GT_COLOR, PRED_COLOR, draw_boxes, heatmap_boxes, overlay,
-                                show_image)
+    from agcam.figures.plotting import (
+        GT_COLOR,
+        PRED_COLOR,
+        draw_boxes,
+        heatmap_boxes,
+        overlay,
+        show_image,
+    )
     from agcam.registry import method_label
     methods = list(heatmaps)
     fig = Figure(figsize=(PANEL * (1 + len(methods)), (PANEL + 0.3) * len(images)), dpi=100,
@@ -70,7 +77,7 @@ def pairs_grid(images: Sequence[Image.Image], heatmaps: Sequence[Sequence[np.nda
                ) -> Figure:
     """Every two-object image in ``columns`` groups of three panels: the image (both boxes), the
     map of its first object's class, the map of its second's (each with its own box)."""
-    from agcam.plotting import GT_COLOR, draw_boxes, overlay, show_image
+    from agcam.figures.plotting import GT_COLOR, draw_boxes, overlay, show_image
     rows = (len(images) + columns - 1) // columns
     fig = Figure(figsize=(PANEL * 3 * columns, (PANEL + 0.3) * rows), dpi=100,
                  layout="constrained")
@@ -89,10 +96,10 @@ def pairs_grid(images: Sequence[Image.Image], heatmaps: Sequence[Sequence[np.nda
 
 
 def save_small_png(fig: Figure, path: str, colours: int = 96) -> int:
-    """Save with :func:`agcam.plotting.save_figure`, then store the PNG with a ``colours``
+    """Save with :func:`agcam.figures.plotting.save_figure`, then store the PNG with a ``colours``
     palette (the figures are overlays of smooth maps: a palette keeps them legible at a fraction
     of the bytes). Returns the size in bytes."""
-    from agcam.plotting import save_figure
+    from agcam.figures.plotting import save_figure
     buffer = io.BytesIO()
     save_figure(fig, buffer)
     with Image.open(io.BytesIO(buffer.getvalue())) as image:
@@ -105,9 +112,8 @@ def save_small_png(fig: Figure, path: str, colours: int = 96) -> int:
 def render(out_dir: str = FIGURES_DIR, names: Sequence[str] = DEFAULT_IMAGES,
            pair: Optional[str] = None, methods: Sequence[str] = (), model_name: str =
            "vit_agcam_learnt", checkpoint=None) -> List[str]:
-    import agcam  # noqa: F401  (registers every method)
-    from agcam.heatmaps import class_heatmaps, explain_heatmaps
-    from agcam.plotting import class_specific_figure
+    from agcam.figures.heatmaps import class_heatmaps, explain_heatmaps
+    from agcam.figures.plotting import class_specific_figure
     from agcam.registry import get_explainer, ordered_methods
     from models.vit import create_model, load_image
 
