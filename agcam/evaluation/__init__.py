@@ -1,3 +1,4 @@
 """Evaluations of explanations, as pure functions of maps and models with loops that batch them:
-box localization (:mod:`.localization`, :mod:`.boxes`, :mod:`.box_metrics`) and the ABPC
-faithfulness curves (:mod:`.abpc`)."""
+box localization (:mod:`.localization`, :mod:`.boxes`, :mod:`.box_metrics`), the ABPC
+faithfulness curves (:mod:`.abpc`), MaxBoxAcc / MaxBoxAccV2 (:mod:`.wsol`) and Chefer's
+segmentation test (:mod:`.segmentation`)."""
