@@ -74,14 +74,18 @@ def confusion(predicted: np.ndarray, mask: np.ndarray) -> Dict[str, np.ndarray]:
 
 
 def average_precision(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """``average_precision_score(concat(1 - g, g), concat(1 - r, r))`` of one image; a constant
-    heatmap scores every pixel 0 (the original's NaN set to 0)."""
-    heatmap = np.asarray(heatmap, dtype=np.float64).reshape(-1)
+    """``average_precision_score(concat(1 - g, g), concat(1 - r, r))`` of one image, ``1 - r``
+    computed in the heatmap's dtype as the original does on its float32 tensor; a constant heatmap
+    scores every pixel 0 (the original's NaN set to 0)."""
+    heatmap = np.asarray(heatmap).reshape(-1)
+    if not np.issubdtype(heatmap.dtype, np.floating):
+        heatmap = heatmap.astype(np.float64)
     truth = np.asarray(mask, dtype=np.int64).reshape(-1)
     if heatmap.size and heatmap.min() == heatmap.max():
-        scores = np.zeros(2 * heatmap.size)
+        scores = np.zeros(2 * heatmap.size, dtype=heatmap.dtype)
     else:
-        scores = np.concatenate([1.0 - heatmap, heatmap])
+        # 1 - r in the heatmap's own dtype (float32 there): the rounding decides ties in the ranking
+        scores = np.concatenate([heatmap.dtype.type(1) - heatmap, heatmap])
     return float(average_precision_score(np.concatenate([1 - truth, truth]), scores))
 
 
@@ -95,6 +99,8 @@ class SegmentationImage:
     intersection: List[int]
     union: List[int]
     ap: float
+    #: the class the map explains (the model's prediction); -1 when not recorded
+    prediction: int = -1
 
     @property
     def pixel_accuracy(self) -> float:
@@ -154,3 +160,143 @@ class SegmentationScores:
                 "map": float(np.mean([im.ap for im in images])),
                 "iou": {name: float(v) for name, v in zip(CLASSES, iou)},
                 "num_images": len(images)}
+
+
+# -- the loop under segmentation.py ---------------------------------------------------------------
+
+def evaluate_methods(explainers, loader, progress: bool = True, total=None, warn=None
+                     ) -> Dict[str, Any]:
+    """Score every image ``loader`` yields (:func:`agcam.datasets.imagenet_seg.collate_segmentation`
+    batches) with every method of ``explainers`` (name -> explainer): each batch is read once
+    and explained by each method in turn, for its predicted class.
+
+    Returns ``{"images": {name: [SegmentationImage, ...]}, "unreadable": [index, ...],
+    "seconds": {name: s}}``. Unreadable images are reported through ``warn`` and left out.
+    """
+    import sys
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from agcam.maps import chefer_heatmap
+
+    names = list(explainers)
+    first = explainers[names[0]]
+    device = first.device
+    (height, width), (grid_h, grid_w) = first.geometry.input_size, first.geometry.grid
+    patch = (height // grid_h, width // grid_w)
+    if (grid_h * patch[0], grid_w * patch[1]) != (height, width):
+        raise ValueError(f"input {height}x{width} is not a whole number of {grid_h}x{grid_w} "
+                         "patches")
+    images: Dict[str, List[SegmentationImage]] = {name: [] for name in names}
+    seconds = dict.fromkeys(names, 0.0)
+    unreadable: List[int] = []
+    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr, desc="segmentation")
+    warn = warn or (lambda text: bar.write(text, file=sys.stderr))
+    try:
+        for batch in loader:
+            indices = batch["index"].tolist()
+            valid = batch["valid"].numpy()
+            for i in np.flatnonzero(~valid):
+                warn(f"warning: skipping unreadable image {indices[i]} ({batch['error'][i]})")
+                unreadable.append(indices[i])
+            rows = np.flatnonzero(valid)
+            if len(rows):
+                inputs = batch["input"][torch.from_numpy(rows)].to(device, non_blocking=True)
+                masks = batch["mask"][torch.from_numpy(rows)].numpy()
+                for name in names:
+                    tick = time.perf_counter()
+                    predictions, maps = explainers[name].explain(inputs)
+                    heatmaps = chefer_heatmap(maps, patch).float().cpu().numpy()
+                    for k, row in enumerate(rows):
+                        image = score_image(indices[row], heatmaps[k], masks[k])
+                        image.prediction = int(predictions[k])
+                        images[name].append(image)
+                    seconds[name] += time.perf_counter() - tick
+            bar.update(len(indices))
+    finally:
+        bar.close()
+    return {"images": images, "unreadable": unreadable, "seconds": seconds}
+
+
+def summarize(images: Sequence[SegmentationImage], method: str, extra=None) -> Dict[str, Any]:
+    """The JSON summary of one method: ``pixel_accuracy``, ``miou``, ``map`` and the per-class
+    IoUs in percent (the papers' unit), the number of images and ``extra``."""
+    result = SegmentationScores(list(images)).compute()
+    summary: Dict[str, Any] = {"method": method, "num_images": result["num_images"],
+                               "unit": "percent",
+                               "pixel_accuracy": 100 * result["pixel_accuracy"],
+                               "miou": 100 * result["miou"], "map": 100 * result["map"],
+                               "iou": {k: 100 * v for k, v in result["iou"].items()}}
+    summary.update(extra or {})
+    return summary
+
+
+TABLE_COLUMNS = ("pixel_accuracy", "miou", "map")
+
+
+def table_lines(summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """One row per method: images, pixel accuracy, mIoU, mAP (percent, two decimals)."""
+    header = ["method", "images", "pixel_acc", "mIoU", "mAP"]
+    rows = [[s["method"], str(s["num_images"])] + [f"{s[c]:.2f}" for c in TABLE_COLUMNS]
+            for s in summaries]
+    cells = [header] + rows
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    return ["  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                      for j, (c, w) in enumerate(zip(row, widths))) for row in cells]
+
+
+def write_outputs(output_dir: str, images: Sequence[SegmentationImage], summary: Dict[str, Any]
+                  ) -> List[str]:
+    """``segmentation_<method>.csv`` (per image: prediction, pixel accuracy, IoUs, AP, as
+    fractions) and ``segmentation_<method>.json`` (the summary)."""
+    import csv
+    import json
+    import math
+    import os
+
+    os.makedirs(output_dir, exist_ok=True)
+    method = summary["method"]
+    csv_path = os.path.join(output_dir, f"segmentation_{method}.csv")
+    json_path = os.path.join(output_dir, f"segmentation_{method}.json")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "prediction", "pixel_accuracy", "iou_background",
+                         "iou_foreground", "ap"])
+        for im in sorted(images, key=lambda im: im.index):
+            writer.writerow([im.index, im.prediction, repr(im.pixel_accuracy),
+                             repr(im.iou[0]), repr(im.iou[1]), repr(im.ap)])
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    with open(json_path, "w") as handle:
+        json.dump(clean(summary), handle, indent=2)
+        handle.write("\n")
+    return [csv_path, json_path]
+
+
+def write_table(output_dir: str, summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """``segmentation_table.csv`` (full precision) and ``segmentation_table.md``."""
+    import csv
+    import os
+
+    os.makedirs(output_dir, exist_ok=True)
+    csv_path = os.path.join(output_dir, "segmentation_table.csv")
+    md_path = os.path.join(output_dir, "segmentation_table.md")
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "images", *TABLE_COLUMNS])
+        for s in summaries:
+            writer.writerow([s["method"], s["num_images"]] + [repr(s[c]) for c in TABLE_COLUMNS])
+    with open(md_path, "w") as handle:
+        handle.write("| method | images | pixel accuracy | mIoU | mAP |\n"
+                     "|---|---:|---:|---:|---:|\n")
+        for s in summaries:
+            handle.write(f"| {s['method']} | {s['num_images']} | "
+                         + " | ".join(f"{s[c]:.2f}" for c in TABLE_COLUMNS) + " |\n")
+    return [csv_path, md_path]
