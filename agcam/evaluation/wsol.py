@@ -246,3 +246,36 @@ def wsol_boxes(boxes: Iterable[Sequence[float]], image_size: Tuple[int, int],
     return [(int(float(x0) * in_w / width), int(float(y0) * in_h / height),
              int(float(x1) * in_w / width), int(float(y1) * in_h / height))
             for x0, y0, x1, y1 in boxes]
+
+
+def label_maps(explainer, inputs, predictions, maps, labels):
+    """The raw maps of the label class ("GT-known") of a batch, from the maps of the predicted
+    class that the paper's metrics already computed: where the prediction is the label (or the
+    method's map does not depend on the class, ``class_specific = False``) the same map; the other
+    images are explained again for their label, in one call."""
+    import torch
+
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    predictions = torch.as_tensor(predictions, dtype=torch.long).cpu()
+    wrong = torch.nonzero(predictions != labels).flatten()
+    if len(wrong) == 0 or not getattr(explainer, "class_specific", True):
+        return maps
+    maps = maps.clone()
+    rows = wrong.to(inputs.device)
+    _, again = explainer.explain(inputs[rows], target=labels[wrong].to(inputs.device))
+    maps[rows.to(maps.device)] = again.to(maps.dtype).to(maps.device)
+    return maps
+
+
+def accumulate_maps(accumulator: BoxAccuracy, raw_maps, source_boxes, image_sizes,
+                    input_size: Tuple[int, int]) -> None:
+    """Count a batch: raw ``[B, h, w]`` maps of the label class, each image's boxes in original
+    pixels and its real ``(width, height)``; the score maps (:func:`agcam.maps.wsol_scoremap`) and
+    the boxes (:func:`wsol_boxes`) at ``input_size``."""
+    from agcam.maps import wsol_scoremap
+
+    raw_maps = raw_maps.detach().cpu().double().numpy() if hasattr(raw_maps, "detach") else \
+        np.asarray(raw_maps, dtype=np.float64)
+    for raw, boxes, size in zip(raw_maps, source_boxes, image_sizes):
+        accumulator.accumulate(wsol_scoremap(raw, input_size),
+                               wsol_boxes(boxes, tuple(size), input_size))
