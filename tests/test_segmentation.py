@@ -15,19 +15,19 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 import segmentation as script
-from agcam.cli import script_entry
 from agcam.datasets.imagenet_seg import SegmentationDataset, collate_segmentation
 from agcam.maps import chefer_heatmap
 from agcam.registry import get_explainer
-from imagenet_seg_fixture import FIXTURE
-from tests.conftest import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
+from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
+from tests.helpers.imagenet_seg import FIXTURE
+from tests.helpers.scripts import run
 
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
               "cpu", "--num_workers", "0", "--no_progress"]
 
 
 def run_script(argv):
-    return script_entry(script.get_args_parser, script.main)(argv)
+    return run(script, argv)
 
 
 def test_heatmap_recipe_is_the_scale_factor_interpolation():

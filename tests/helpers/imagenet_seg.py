@@ -1,7 +1,7 @@
 """A small ImageNet-Segmentation file in the structure of ``gtsegs_ijcv.mat``, for the tests.
 
-    python tests/imagenet_seg_fixture.py            # rewrites tests/fixtures/imagenet_seg/
-    python tests/imagenet_seg_fixture.py OUT.mat    # writes it elsewhere
+    python -m tests.helpers.imagenet_seg            # rewrites tests/fixtures/imagenet_seg/
+    python -m tests.helpers.imagenet_seg OUT.mat    # writes it elsewhere
 
 Made from the six golden photos (tests/fixtures/golden/ILSVRC), each scaled by 1/4 across and
 1/5 down so that no image is square (a transposition mistake cannot go unseen); its mask is the
@@ -23,12 +23,9 @@ import h5py
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from agcam.datasets.common import read_voc_xml
+from tests.helpers.golden import GOLDEN_ILSVRC, ROOT
 
-from agcam.datasets.common import read_voc_xml  # noqa: E402
-
-GOLDEN_ILSVRC = ROOT / "tests" / "fixtures" / "golden" / "ILSVRC"
 FIXTURE = ROOT / "tests" / "fixtures" / "imagenet_seg" / "gtsegs_ijcv.mat"
 SCALE = (4, 5)   # width / 4, height / 5
 HEADER = (b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 1970 "
