@@ -119,6 +119,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_single_process_numbers(tmp_path, capsys):
     """Batches of one image, so that both runs compute the same float32 maps; the shards are
     then put back together into the single-process numbers, to the bit."""
