@@ -10,7 +10,7 @@ import torch
 from agcam.boxes import boxes_to_mask
 from agcam.datasets.common import gt_boxes
 from agcam.evaluation.wsol import (ALL, LARGEST, BoxAccuracy, best_ious, box_iou, cam_thresholds,
-                                   contour_boxes, merge_states, wsol_boxes)
+                                   contour_boxes, label_maps, merge_states, wsol_boxes)
 from agcam.maps import wsol_scoremap
 
 # A 4x4 score map: a 2x2 blob, brightest at (1, 1). floor(255 s) = 0, 255, 127, 51.
@@ -198,3 +198,33 @@ def test_bad_input():
     with pytest.raises(ValueError, match="different grids"):
         BoxAccuracy(0.01).merge(BoxAccuracy(0.001))
     assert np.isnan(BoxAccuracy().compute()["maxboxacc"])
+
+
+class CountingExplainer:
+    """Maps that name their class: map = class id everywhere; records each call's targets."""
+
+    class_specific = True
+
+    def __init__(self):
+        self.calls = []
+
+    def explain(self, images, target=None):
+        self.calls.append(None if target is None else target.tolist())
+        classes = torch.as_tensor(target)
+        return classes, classes.float()[:, None, None].expand(-1, 2, 2).clone()
+
+
+def test_label_maps_explain_only_the_misclassified_images_again():
+    explainer = CountingExplainer()
+    inputs = torch.zeros(4, 3, 8, 8)
+    predicted = torch.tensor([5, 6, 7, 8])
+    maps = predicted.float()[:, None, None].expand(-1, 2, 2).clone()
+    out = label_maps(explainer, inputs, predicted, maps, [5, 1, 7, 2])
+    assert explainer.calls == [[1, 2]]                      # one call, the two wrong images
+    assert out[:, 0, 0].tolist() == [5, 1, 7, 2]             # every map is the label's
+    assert maps[:, 0, 0].tolist() == [5, 6, 7, 8]            # the caller's maps untouched
+    explainer.calls.clear()
+    assert label_maps(explainer, inputs, predicted, maps, [5, 6, 7, 8]) is maps
+    explainer.class_specific = False                          # Rollout: the same map for all
+    assert label_maps(explainer, inputs, predicted, maps, [0, 0, 0, 0]) is maps
+    assert explainer.calls == []
