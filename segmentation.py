@@ -16,8 +16,15 @@ import argparse
 import os
 import sys
 
-from agcam.cli import (UsageError, add_method_arg, add_model_args, add_run_args, check_run_args,
-                       script_entry, start_run)
+from agcam.cli.common import (
+    UsageError,
+    add_method_arg,
+    add_model_args,
+    add_run_args,
+    check_run_args,
+    script_entry,
+    start_run,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,8 +70,13 @@ def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.datasets import make_loader
     from agcam.datasets.imagenet_seg import SegmentationDataset, collate_segmentation
-    from agcam.evaluation.segmentation import (evaluate_methods, summarize, table_lines,
-                                               write_outputs, write_table)
+    from agcam.evaluation.segmentation import (
+        evaluate_methods,
+        summarize,
+        table_lines,
+        write_outputs,
+        write_table,
+    )
     from agcam.registry import get_explainer
 
     path = check_args(args)
@@ -96,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
             summaries.append(summarize(images, method, extra={
                 "model": args.model, "checkpoint": args.checkpoint, "data_root": args.data_root,
                 "listed": dataset.listed, "unreadable": len(unreadable),
-                "target": "predicted", "heatmap": "chefer_heatmap (bilinear x patch, min-max)",
+                "target": "predicted", "heatmap": "localization (bilinear x patch, min-max)",
                 "threshold": "mean (strict >)", "world_size": ctx.world_size,
                 "precision": args.precision}))
         for line in table_lines(summaries):

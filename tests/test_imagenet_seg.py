@@ -10,12 +10,23 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from agcam.datasets.common import DataError, normalize_images
-from agcam.datasets.imagenet_seg import (SegmentationDataset, collate_segmentation,
-                                         count_images, find_mat_file, read_pair)
+from agcam.datasets.imagenet_seg import (
+    SegmentationDataset,
+    collate_segmentation,
+    count_images,
+    find_mat_file,
+    read_pair,
+)
 from agcam.errors import UsageError
 from models.vit import Geometry
-from tests.helpers.imagenet_seg import (FIXTURE, GOLDEN_ILSVRC, SCALE, ellipse_mask,
-                                        golden_pairs, write_mat)
+from tests.helpers.imagenet_seg import (
+    FIXTURE,
+    GOLDEN_ILSVRC,
+    SCALE,
+    ellipse_mask,
+    golden_pairs,
+    write_mat,
+)
 
 GEOMETRY = Geometry(input_size=(32, 48), grid=(2, 3), num_prefix_tokens=1,
                     mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))

@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score
 
 import segmentation as script
 from agcam.datasets.imagenet_seg import SegmentationDataset, collate_segmentation
-from agcam.maps import chefer_heatmap
+from agcam.maps import to_heatmap
 from agcam.registry import get_explainer
 from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
 from tests.helpers.imagenet_seg import FIXTURE
@@ -31,13 +31,14 @@ def run_script(argv):
 
 
 def test_heatmap_recipe_is_the_scale_factor_interpolation():
-    """chefer_heatmap = F.interpolate(scale_factor=patch, bilinear) then min-max, to the bit."""
+    """The "localization" recipe to the input size is the original's F.interpolate(scale_factor
+    =patch, bilinear) then min-max, to the bit."""
     maps = torch.rand(3, 14, 14, generator=torch.Generator().manual_seed(0))
     res = F.interpolate(maps[:, None], scale_factor=16, mode="bilinear")[:, 0]
     low = res.amin(dim=(1, 2), keepdim=True)
     high = res.amax(dim=(1, 2), keepdim=True)
-    assert torch.equal(chefer_heatmap(maps, (16, 16)), (res - low) / (high - low))
-    assert not chefer_heatmap(torch.ones(1, 2, 2), (4, 4)).any()
+    assert torch.equal(to_heatmap(maps, (224, 224), "localization"), (res - low) / (high - low))
+    assert not to_heatmap(torch.ones(1, 2, 2), (8, 8), "localization").any()
 
 
 def independent(model, method):

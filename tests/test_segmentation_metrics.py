@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from agcam.evaluation.segmentation import (EPS, SegmentationScores, average_precision, confusion,
-                                           score_image, threshold_at_mean)
+from agcam.evaluation.segmentation import (
+    EPS,
+    SegmentationScores,
+    average_precision,
+    confusion,
+    score_image,
+    threshold_at_mean,
+)
 
 # 4x4 heatmap, mean 5/16: the seven pixels above it are the prediction
 R4 = np.array([[1.0, 0.9, 0.0, 0.0],

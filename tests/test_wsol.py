@@ -7,10 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from agcam.boxes import boxes_to_mask
 from agcam.datasets.common import gt_boxes
-from agcam.evaluation.wsol import (ALL, LARGEST, BoxAccuracy, best_ious, box_iou, cam_thresholds,
-                                   contour_boxes, label_maps, merge_states, wsol_boxes)
+from agcam.evaluation.boxes import boxes_to_mask
+from agcam.evaluation.wsol import (
+    ALL,
+    LARGEST,
+    BoxAccuracy,
+    best_ious,
+    box_iou,
+    cam_thresholds,
+    contour_boxes,
+    label_maps,
+    merge_states,
+    wsol_boxes,
+)
 from agcam.maps import wsol_scoremap
 
 # A 4x4 score map: a 2x2 blob, brightest at (1, 1). floor(255 s) = 0, 255, 127, 51.
@@ -95,8 +105,9 @@ def test_no_contour_gives_the_box_0000():
 
 
 def test_iou_inclusive_areas_against_filled_masks():
-    """box_iou equals the IoU of the inclusively filled masks (agcam.boxes.boxes_to_mask), and
-    a box against itself is 1 even when it is one pixel."""
+    """box_iou equals the IoU of the inclusively filled masks
+    (agcam.evaluation.boxes.boxes_to_mask), and a box against itself is 1 even when it is one
+    pixel."""
     rng = np.random.default_rng(0)
     a = rng.integers(0, 20, (30, 2))
     b = rng.integers(0, 20, (7, 2))

@@ -2,7 +2,9 @@
 Visualization"), as ``baselines/ViT/imagenet_seg_eval.py`` and ``utils/metrices.py`` of
 hila-chefer/Transformer-Explainability compute it on ImageNet-Segmentation.
 
-Per image: the heatmap ``r`` in [0, 1] (:func:`agcam.maps.chefer_heatmap` of the predicted class)
+Per image: the heatmap ``r`` in [0, 1] of the predicted class (:func:`agcam.maps.to_heatmap`,
+recipe ``"localization"``: bilinear upsampling to the input, which is the original's
+``F.interpolate(scale_factor=patch, mode="bilinear")``, then per-map min-max)
 and the ground-truth mask ``g`` in {0, 1}, both at the model input size.
 
 - prediction: foreground where ``r > mean(r)`` (strict), background elsewhere;
@@ -179,14 +181,14 @@ def evaluate_methods(explainers, loader, progress: bool = True, total=None, warn
     import torch
     from tqdm import tqdm
 
-    from agcam.maps import chefer_heatmap
+    from agcam.maps import to_heatmap
 
     names = list(explainers)
     first = explainers[names[0]]
     device = first.device
     (height, width), (grid_h, grid_w) = first.geometry.input_size, first.geometry.grid
-    patch = (height // grid_h, width // grid_w)
-    if (grid_h * patch[0], grid_w * patch[1]) != (height, width):
+    # x patch size = to the input size (the original's scale factor), for a whole patch grid
+    if height % grid_h or width % grid_w:
         raise ValueError(f"input {height}x{width} is not a whole number of {grid_h}x{grid_w} "
                          "patches")
     images: Dict[str, List[SegmentationImage]] = {name: [] for name in names}
@@ -209,7 +211,7 @@ def evaluate_methods(explainers, loader, progress: bool = True, total=None, warn
                 for name in names:
                     tick = time.perf_counter()
                     predictions, maps = explainers[name].explain(inputs)
-                    heatmaps = chefer_heatmap(maps, patch).float().cpu().numpy()
+                    heatmaps = to_heatmap(maps, (height, width), "localization").cpu().numpy()
                     for k, row in enumerate(rows):
                         image = score_image(indices[row], heatmaps[k], masks[k])
                         image.prediction = int(predictions[k])
