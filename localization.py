@@ -31,6 +31,7 @@ from agcam.cli.common import (
     script_entry,
     start_run,
 )
+from agcam.evaluation.wsol import CAM_CURVE_INTERVALS
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 
@@ -49,6 +50,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5],
                         help="threshold(s) on the [0, 1] heatmap, e.g. 0.5 or 0.3 0.5 0.7 "
                              "(default: 0.5)")
+    parser.add_argument("--maxboxacc", action="store_true",
+                        help="also MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020, as "
+                             "clovaai/wsolevaluation): every image, the map of its label class, "
+                             "the best threshold over the split; percent (docs/localization.md)")
+    parser.add_argument("--maxboxacc_step", type=float, default=0.01,
+                        help="threshold step of --maxboxacc: 0.01 (default) or 0.001")
     add_model_args(parser)
     add_run_args(parser)
     parser.add_argument("--output", default=None, metavar="DIR",
@@ -64,6 +71,9 @@ def check_args(args: argparse.Namespace) -> None:
     for threshold in args.threshold:
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
             raise UsageError(f"--threshold {threshold:g}: outside [0, 1]")
+    if args.maxboxacc_step not in CAM_CURVE_INTERVALS:
+        raise UsageError(f"--maxboxacc_step {args.maxboxacc_step:g}: choose "
+                         f"{' or '.join(f'{s:g}' for s in CAM_CURVE_INTERVALS)}")
     if len(set(args.threshold)) != len(args.threshold):
         raise UsageError(f"--threshold {' '.join(f'{t:g}' for t in args.threshold)}: "
                          "a threshold is given twice")
@@ -88,7 +98,9 @@ def main(args: argparse.Namespace) -> int:
         table_lines,
         write_outputs,
         write_table,
+        wsol_summary,
     )
+    from agcam.evaluation.wsol import BoxAccuracy, merge_states
     from agcam.registry import get_explainer
 
     check_args(args)
@@ -108,10 +120,15 @@ def main(args: argparse.Namespace) -> int:
                              collate_fn=collate_for(dataset))
         loader = decoded_batches(loader, dataset, ctx.device)
         timer = Timer()
+        wsol = {method: BoxAccuracy(args.maxboxacc_step) for method in args.methods} \
+            if args.maxboxacc else None
         by_method = evaluate_methods(explainers, loader, samples, args.threshold,
                                      progress=ctx.is_main and not args.no_progress,
-                                     total=len(loader.dataset), timer=timer)
+                                     total=len(loader.dataset), timer=timer, wsol=wsol)
         by_method = distributed.gather_to_main([by_method], ctx)   # one dict per process
+        if wsol is not None:   # integer counts per process, added on rank 0
+            wsol_states = distributed.gather_to_main(
+                [{m: acc.state() for m, acc in wsol.items()}], ctx)
         if not ctx.is_main:
             return 0
         summaries = {}
@@ -123,7 +140,9 @@ def main(args: argparse.Namespace) -> int:
                 extra={"dataset": spec.name, "split": listing.split, "listed": listing.listed,
                        "dropped": listing.dropped, "checkpoint": args.checkpoint,
                        "data_root": args.data_root, "world_size": ctx.world_size,
-                       "precision": args.precision, "decode": args.decode}))
+                       "precision": args.precision, "decode": args.decode,
+                       **({} if wsol is None else wsol_summary(
+                           merge_states(part[method] for part in wsol_states)))}))
         first = summaries[args.methods[0]][1]
         if len(args.methods) == 1:
             lines = report_lines(first)

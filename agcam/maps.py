@@ -7,7 +7,9 @@ named, so a figure, a metric and a stored file say which one they used:
   as the released ``localization.py`` (and Chefer's perturbation and segmentation tests, whose
   bilinear upsampling by the patch size is the same operation);
 * ``"abpc"``: the same with ``antialias=True``, what ``torchvision.transforms.Resize`` computes in
-  the released ``save_h5.py`` (the same weights when upsampling, other float rounding).
+  the released ``save_h5.py`` (the same weights when upsampling, other float rounding);
+* :func:`wsol_scoremap`, wsolevaluation's score map (MaxBoxAcc): one map in float64, bicubic
+  (``cv2.INTER_CUBIC``), then min-max; a NumPy array, not a recipe of :func:`to_heatmap`.
 
 A map already at the requested size (a pixel-level method) is only normalised.
 """
@@ -53,3 +55,28 @@ def to_heatmap(maps: torch.Tensor, size: Tuple[int, int], recipe: str = "localiz
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     return minmax_normalize(upsample(maps, size, antialias=RECIPES[recipe]))
+
+
+def wsol_scoremap(raw_map, size: Tuple[int, int]):
+    """The score map of wsolevaluation (Choe et al., CVPR 2020; ``inference.py``): one raw
+    ``[h, w]`` map as float64, resized to ``size = (H, W)`` with ``cv2.INTER_CUBIC``, then
+    ``normalize_scoremap``: all zeros when the map is constant or has a NaN, else
+    ``s -= s.min(); s /= s.max()``. Returns a float64 ``[H, W]`` array in [0, 1].
+
+    Bicubic interpolation overshoots, so the min-max comes after the resize, as there.
+    """
+    import cv2
+    import numpy as np
+
+    if isinstance(raw_map, torch.Tensor):
+        raw_map = raw_map.detach().cpu().double().numpy()
+    cam = np.asarray(raw_map, dtype=np.float64)
+    if cam.ndim != 2:
+        raise ValueError(f"expected one [h, w] map, got shape {cam.shape}")
+    height, width = int(size[0]), int(size[1])
+    cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_CUBIC)
+    if np.isnan(cam).any() or cam.min() == cam.max():
+        return np.zeros_like(cam)
+    cam -= cam.min()
+    cam /= cam.max()
+    return cam

@@ -1,4 +1,5 @@
 """Evaluations of explanations, as pure functions of maps and models with loops that batch them:
 box localization (:mod:`.localization`, :mod:`.boxes`, :mod:`.box_metrics`), the ABPC
-faithfulness curves (:mod:`.abpc`), and every method's behaviour on the learnt model
+faithfulness curves (:mod:`.abpc`), MaxBoxAcc / MaxBoxAccV2 (:mod:`.wsol`), Chefer's
+segmentation test (:mod:`.segmentation`) and every method's behaviour on the learnt model
 (:mod:`.learnt`)."""

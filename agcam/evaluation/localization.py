@@ -38,6 +38,7 @@ from agcam.evaluation.box_metrics import (
     mean_metric,
 )
 from agcam.evaluation.boxes import boxes_to_mask, heatmap_to_boxes
+from agcam.evaluation.wsol import BoxAccuracy, accumulate_maps, label_maps
 from agcam.explainer import Explainer
 from agcam.maps import to_heatmap
 
@@ -105,6 +106,12 @@ def localize_batch(heatmaps: np.ndarray, boxes: Sequence[Sequence[Sequence[int]]
     return out
 
 
+def _timed_wsol(accumulator, maps, source_boxes, sizes, input_size):
+    tick = time.perf_counter()
+    accumulate_maps(accumulator, maps, source_boxes, sizes, input_size)
+    return None, time.perf_counter() - tick
+
+
 def _timed_localize(heatmaps, boxes, thresholds):
     tick = time.perf_counter()
     per_image = localize_batch(heatmaps, boxes, thresholds)
@@ -123,7 +130,8 @@ def evaluate(explainer: Explainer, loader: Iterable[Dict[str, Any]], samples: Se
 def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[str, Any]],
                      samples: Sequence[Sample], thresholds: Sequence[float],
                      progress: bool = True, total: Optional[int] = None,
-                     timer: Optional[Timer] = None, warn=None, overlap: bool = True
+                     timer: Optional[Timer] = None, warn=None, overlap: bool = True,
+                     wsol: Optional[Mapping[str, BoxAccuracy]] = None
                      ) -> Dict[str, List[ImageResult]]:
     """Localize every image ``loader`` yields (batches of
     :func:`agcam.datasets.common.collate`) with every
@@ -136,6 +144,11 @@ def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[
     a batch are computed in a background thread while the device computes the next maps (OpenCV
     and NumPy release the GIL), so they cost no time unless they take longer than the maps; the
     numbers are the same either way.
+
+    ``wsol`` (name -> :class:`agcam.evaluation.wsol.BoxAccuracy`): MaxBoxAcc / MaxBoxAccV2 in the
+    same pass, every readable image counted with the map of its label class
+    (:func:`agcam.evaluation.wsol.label_maps`: the predicted-class map where the prediction is
+    right, the misclassified ones explained again); the accumulators are filled in place.
     """
     timer = timer if timer is not None else Timer()
     names = list(explainers)
@@ -156,6 +169,8 @@ def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[
             per_image, seconds = future.result()
             timer.boxes_wait += time.perf_counter() - tick
             timer.boxes += seconds
+            if counted is None:   # MaxBoxAcc counts, accumulated in place
+                continue
             results[name].extend(ImageResult(index, sample_name, label, prediction, COUNTED,
                                              metrics)
                                  for (index, sample_name, label, prediction), metrics
@@ -183,8 +198,20 @@ def evaluate_methods(explainers: Mapping[str, Explainer], loader: Iterable[Dict[
                     inputs = inputs[torch.from_numpy(rows).to(device)]
                 for name in names:
                     tick = time.perf_counter()
-                    predictions, maps = explainers[name].explain(inputs)
-                    predictions = predictions.cpu().tolist()
+                    predicted, maps = explainers[name].explain(inputs)
+                    predictions = predicted.cpu().tolist()
+                    if wsol is not None:
+                        label_map = label_maps(explainers[name], inputs, predicted, maps,
+                                               [labels[row] for row in rows])
+                        job = (_timed_wsol, wsol[name], label_map.cpu(),
+                               [samples[indices[row]].boxes for row in rows],
+                               [batch["size"][row].tolist() for row in rows], input_size)
+                        if pool is not None:
+                            future = pool.submit(*job)
+                        else:
+                            future = Future()
+                            future.set_result(job[0](*job[1:]))
+                        pending.append((name, future, None))
                     correct = []
                     for k, row in enumerate(rows):
                         index = indices[row]
@@ -257,7 +284,35 @@ def report_lines(summary: Dict[str, Any]) -> List[str]:
     for key, means in summary["results"].items():
         lines.append(f"threshold: {key}")
         lines.extend(f"{metric}: {means[metric]:.4f}" for metric in METRICS)
+    if "maxboxacc" in summary:
+        lines.append(f"MaxBoxAcc / MaxBoxAccV2 (percent, all {summary['maxboxacc_images']} "
+                     f"images, label class, threshold step {summary['maxboxacc_step']:g}):")
+        lines.extend(f"{name}: {value:.2f}" for name, value in zip(WSOL_COLUMNS,
+                                                                   wsol_values(summary)))
     return lines
+
+
+#: the MaxBoxAcc columns of the table (``--maxboxacc``)
+WSOL_COLUMNS = ("maxboxacc", "maxboxacc_v2", "v2@30", "v2@50", "v2@70")
+
+
+def wsol_summary(accumulator) -> Dict[str, Any]:
+    """The JSON keys of ``--maxboxacc`` from an :class:`agcam.evaluation.wsol.BoxAccuracy`:
+    ``maxboxacc``, ``maxboxacc_v2``, the per-delta values and best thresholds of both,
+    ``maxboxacc_images`` and ``maxboxacc_step`` (percent)."""
+    result = accumulator.compute()
+    out = {key: result[key] for key in ("maxboxacc", "maxboxacc_v2", "maxboxacc_delta",
+                                        "maxboxacc_v2_delta", "maxboxacc_threshold",
+                                        "maxboxacc_v2_threshold")}
+    out["maxboxacc_images"] = result["num_images"]
+    out["maxboxacc_step"] = result["cam_curve_interval"]
+    return out
+
+
+def wsol_values(summary: Dict[str, Any]) -> List[float]:
+    """The :data:`WSOL_COLUMNS` of one summary."""
+    delta = summary["maxboxacc_v2_delta"]
+    return [summary["maxboxacc"], summary["maxboxacc_v2"], delta["30"], delta["50"], delta["70"]]
 
 
 def _json_number(value: float) -> Optional[float]:
@@ -283,7 +338,7 @@ def write_outputs(output_dir: str, results: Sequence[ImageResult], summary: Dict
                 [""] * (len(keys) * len(METRICS))
             writer.writerow([dataset, r.name, r.label, "" if r.prediction is None else r.prediction,
                              int(r.counted)] + values)
-    clean = dict(summary)
+    clean = {k: _json_number(v) for k, v in summary.items()}
     clean["results"] = {key: {m: _json_number(v) for m, v in means.items()}
                         for key, means in summary["results"].items()}
     with open(json_path, "w") as handle:
@@ -300,6 +355,10 @@ def table(summaries: Sequence[Dict[str, Any]]) -> Tuple[List[str], List[List[Any
     rows = [[s["method"], s["num_images"]] + [s["results"][key][metric]
                                                for key in keys for metric in METRICS]
             for s in summaries]
+    if summaries and "maxboxacc" in summaries[0]:   # --maxboxacc: percent, every image
+        header += list(WSOL_COLUMNS)
+        for row, s in zip(rows, summaries):
+            row.extend(wsol_values(s))
     return header, rows
 
 
