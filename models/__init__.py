@@ -1,6 +1,8 @@
 """The attention-exposing timm Vision Transformer that every explainer runs on."""
 from models import learnt  # noqa: F401  (registers vit_agcam_learnt with timm)
 from models.attention import AttentionRecord, AttentionRecorder, AttentionRecordingError
+from models.transformers import (ConversionError, from_transformers, load_timm_checkpoint,
+                                 save_timm_checkpoint)
 from models.vit import (
     DEFAULT_MODEL,
     ModelError,
@@ -15,11 +17,15 @@ __all__ = [
     "AttentionRecord",
     "AttentionRecorder",
     "AttentionRecordingError",
+    "ConversionError",
     "DEFAULT_MODEL",
     "ModelError",
     "WeightsUnavailableError",
     "build_transform",
     "create_model",
+    "from_transformers",
     "load_checkpoint",
+    "load_timm_checkpoint",
     "model_geometry",
+    "save_timm_checkpoint",
 ]
