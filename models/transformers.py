@@ -56,6 +56,9 @@ from functools import partial
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from timm.layers import GluMlp, Mlp
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 #: The ``model_type`` values that convert, by family.
@@ -80,27 +83,21 @@ class ConversionError(ValueError):
 
 
 # -- the timm model -------------------------------------------------------------------------------
-def _vision_transformer_classes():
-    from timm.models.deit import VisionTransformerDistilled
-    from timm.models.vision_transformer import VisionTransformer
+class ClassMeanHeadViT(VisionTransformer):
+    """timm ViT whose linear head reads ``[x_cls, mean(patch tokens)]`` (DINOv2's image
+    classifier): the prefix tokens (class token and registers) are excluded from the mean.
+    ``global_pool`` is ``"token_mean"``, so code that only knows class-token pooling (the
+    class-token fast path, LRP's head rule) sees that this head is different."""
 
-    class ClassMeanHeadViT(VisionTransformer):
-        """timm ViT whose linear head reads ``[x_cls, mean(patch tokens)]`` (DINOv2's image
-        classifier): the prefix tokens (class token and registers) are excluded from the mean.
-        ``global_pool`` is ``"token_mean"``, so code that only knows class-token pooling (the
-        class-token fast path, LRP's head rule) sees that this head is different."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, global_pool="token", fc_norm=False, **kwargs)
+        self.global_pool = "token_mean"
+        self.num_features = self.head_hidden_size = 2 * self.embed_dim
+        dd = {"device": self.cls_token.device, "dtype": self.cls_token.dtype}
+        self.head = nn.Linear(2 * self.embed_dim, self.num_classes, **dd)
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, global_pool="token", fc_norm=False, **kwargs)
-            self.global_pool = "token_mean"
-            self.num_features = self.head_hidden_size = 2 * self.embed_dim
-            dd = {"device": self.cls_token.device, "dtype": self.cls_token.dtype}
-            self.head = nn.Linear(2 * self.embed_dim, self.num_classes, **dd)
-
-        def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
-            return torch.cat([x[:, 0], x[:, self.num_prefix_tokens:].mean(dim=1)], dim=1)
-
-    return VisionTransformer, VisionTransformerDistilled, ClassMeanHeadViT
+    def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
+        return torch.cat([x[:, 0], x[:, self.num_prefix_tokens:].mean(dim=1)], dim=1)
 
 
 class _MlpLayer:
@@ -113,7 +110,6 @@ class _MlpLayer:
 
     def __call__(self, in_features: int, hidden_features: Optional[int] = None, act_layer=None,
                  **kwargs) -> nn.Module:
-        from timm.layers import GluMlp, Mlp
         if self.swiglu:
             return GluMlp(in_features, hidden_features=2 * self.hidden, act_layer=nn.SiLU,
                           gate_last=False, **kwargs)
@@ -123,7 +119,6 @@ class _MlpLayer:
 def build_timm_vit(args: Dict[str, Any], dtype: Optional[torch.dtype] = None) -> nn.Module:
     """The (uninitialised) timm model described by ``args`` (the constructor arguments that
     :func:`from_transformers` derives and :func:`save_timm_checkpoint` stores), in ``dtype``."""
-    VisionTransformer, VisionTransformerDistilled, ClassMeanHeadViT = _vision_transformer_classes()
     head = args["head"]
     kwargs = dict(
         img_size=tuple(args["img_size"]), patch_size=tuple(args["patch_size"]),
@@ -490,8 +485,10 @@ def _finish(args: Dict[str, Any], state_dict: Dict[str, torch.Tensor], data_cfg:
     if missing or unexpected:
         raise ConversionError(f"converted weights do not fit: missing {missing}, "
                               f"unexpected {unexpected}")
-    model.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {}, **data_cfg,
-                                num_classes=args["num_classes"], source=source)
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    cfg.update(data_cfg)
+    cfg.update(num_classes=args["num_classes"], source=source)
+    model.pretrained_cfg = cfg
     model.label_names = label_names
     model.timm_args = dict(args)
     return model.eval()
