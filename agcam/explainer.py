@@ -9,6 +9,10 @@ Precision (:mod:`agcam.precision`): every method runs its forward and backward a
 ``precision`` (``fp32`` by default, exact; ``tf32``; ``bf16`` under autocast) and returns maps in
 the model's dtype. A method that cannot run at a precision lists only the others in
 ``precisions`` and refuses it with a ``ValueError``.
+
+Models: a timm ``VisionTransformer``, or a Hugging Face ``transformers`` ViT / DeiT / DINOv2 /
+CLIP vision model, which is converted once per explainer into the equal timm model
+(:func:`models.transformers.from_transformers`).
 """
 from __future__ import annotations
 
@@ -38,6 +42,12 @@ class Explanation(NamedTuple):
     maps: torch.Tensor
 
 
+def is_transformers_model(model) -> bool:
+    """Whether ``model`` is a Hugging Face ``transformers`` model, judged by its class's module
+    (so that ``transformers`` is never imported to find out)."""
+    return isinstance(model, nn.Module) and type(model).__module__.startswith("transformers.")
+
+
 class Explainer:
     """Base class: subclasses implement :meth:`_explain` on a batch already on the model's
     device."""
@@ -55,6 +65,12 @@ class Explainer:
     refusal: str = ""
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
+        if is_transformers_model(model):
+            # A Hugging Face model is converted once, here, into the equal timm ViT every method
+            # runs on (models/transformers.py); the caller's model is left untouched. Subclasses
+            # read ``self.model``, never their ``model`` argument, after this call.
+            from models.transformers import from_transformers
+            model = from_transformers(model)
         self.model = model
         self.geometry = model_geometry(model)
         self._precision = DEFAULT_PRECISION

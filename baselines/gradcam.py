@@ -66,10 +66,10 @@ class TokenGradCAM(Explainer):
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
         super().__init__(model, precision)
-        blocks = getattr(model, "blocks", None)
+        blocks = getattr(self.model, "blocks", None)
         self.layer = getattr(blocks[-1], "norm1", None) if blocks else None
         if not isinstance(self.layer, nn.Module):
-            raise GradCAMError(f"{type(model).__name__} has no blocks[-1].norm1; Grad-CAM on "
+            raise GradCAMError(f"{type(self.model).__name__} has no blocks[-1].norm1; Grad-CAM on "
                                "tokens needs a timm Vision Transformer")
 
     def _explain(self, images: torch.Tensor, targets: Optional[torch.Tensor]

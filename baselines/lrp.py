@@ -250,7 +250,7 @@ class TransformerAttribution(Explainer):
     def __init__(self, model: nn.Module, final_norm_eps: str = "released",
                  precision: str = DEFAULT_PRECISION):
         super().__init__(model, precision)
-        _check_supported(model)
+        _check_supported(self.model)
         if final_norm_eps not in FINAL_NORM_EPS:
             raise ValueError(f"final_norm_eps must be one of {FINAL_NORM_EPS}, "
                              f"got {final_norm_eps!r}")

@@ -533,8 +533,9 @@ def read_weights(path: str) -> Dict[str, torch.Tensor]:
 
 def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
                       processor: Optional[Dict[str, Any]] = None) -> nn.Module:
-    """An equal timm ``VisionTransformer`` (eval mode) from a ``transformers`` model or a
-    checkpoint directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+    """An equal timm ``VisionTransformer`` (eval mode, on the given model's device) from a
+    ``transformers`` model or a checkpoint directory (``config.json`` + ``model.safetensors`` or
+    ``pytorch_model.bin``).
 
     Args:
         hf_model_or_path: a ``transformers`` model object (left untouched) or a directory.
@@ -569,8 +570,11 @@ def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
         raise ConversionError(f"{type(hf_model_or_path).__name__} is neither a transformers "
                               "model nor a checkpoint directory")
     args, timm_sd, data_cfg = convert_state_dict(config, state_dict, processor)
-    return _finish(args, timm_sd, data_cfg, _label_names(config, args["num_classes"]), dtype,
-                   f"transformers:{source}")
+    model = _finish(args, timm_sd, data_cfg, _label_names(config, args["num_classes"]), dtype,
+                    f"transformers:{source}")
+    if is_transformers_model(hf_model_or_path):   # on the caller's model's device
+        model.to(next(hf_model_or_path.parameters()).device)
+    return model
 
 
 # -- timm checkpoints that need no transformers ---------------------------------------------------

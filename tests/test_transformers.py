@@ -35,6 +35,8 @@ from models.transformers import (  # noqa: E402
     save_timm_checkpoint,
 )
 
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "samples").glob("*.jpg"))
 EXACT = 1e-12
@@ -401,3 +403,27 @@ def test_preprocessing_matches_the_hf_pil_processor(family):
         shifted = TF.normalize(TF.to_tensor(TF.crop(resized, top, left, 224, 224)),
                                data["mean"], data["std"])
         assert torch.equal(shifted, expected), path.name
+
+
+# -- get_explainer on a transformers model --------------------------------------------------------
+@pytest.mark.parametrize("family", ["vit", "deit_teacher", "dinov2_registers"])
+def test_get_explainer_takes_a_transformers_model(family):
+    import agcam
+    hf = hf_model(family)
+    before = {k: v.clone() for k, v in hf.state_dict().items()}
+    model = from_transformers(hf)      # no processor config: the model's own image size
+    x = inputs(model)
+    for name in agcam.available_methods():
+        try:
+            explainer = agcam.get_explainer(name, hf)
+        except Exception as exc:       # refused alike on the converted model
+            with pytest.raises(type(exc)):
+                agcam.get_explainer(name, model)
+            continue
+        assert explainer.model is not hf and isinstance(explainer.model, VisionTransformer)
+        assert explainer.geometry.num_prefix_tokens == model.num_prefix_tokens
+        predictions, maps = explainer.explain(x)
+        expected_predictions, expected = agcam.get_explainer(name, model).explain(x)
+        assert torch.equal(predictions, expected_predictions) and torch.equal(maps, expected), name
+    assert all(torch.equal(before[k], v) for k, v in hf.state_dict().items())
+    assert not hf.training and next(hf.parameters()).dtype == torch.float64
