@@ -577,6 +577,42 @@ def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
     return model
 
 
+#: ``config.architectures`` that hold a CLIP vision tower but are not vision-only classes
+_CLIP_TOWERS = ("CLIPModel", "CLIPVisionModel")
+
+
+def hf_model_class(config):
+    """The ``transformers`` class to load a checkpoint with: its ``config.architectures[0]``,
+    a full ``CLIPModel`` read as ``CLIPVisionModelWithProjection``."""
+    import transformers
+    check_supported(config)
+    name = (getattr(config, "architectures", None) or [None])[0]
+    if name in _CLIP_TOWERS:
+        name = "CLIPVisionModelWithProjection"
+    cls = getattr(transformers, name, None) if name else None
+    if cls is None:
+        raise ConversionError(f"config.architectures names {name!r}, which this transformers "
+                              f"{transformers.__version__} does not have")
+    return cls
+
+
+def from_pretrained(repo_id: str, dtype: Optional[torch.dtype] = None, **kwargs) -> nn.Module:
+    """:func:`from_transformers` of ``from_pretrained(repo_id)`` (a hub repository, downloaded
+    and cached by ``transformers`` as usual, or a local directory), with the repository's
+    ``preprocessor_config.json`` when it has one. ``kwargs`` go to ``from_pretrained``."""
+    from transformers import AutoConfig
+    from transformers.utils import cached_file
+    config = AutoConfig.from_pretrained(repo_id, **kwargs)
+    model = hf_model_class(config).from_pretrained(repo_id, **kwargs)
+    processor_file = cached_file(repo_id, "preprocessor_config.json",
+                                 _raise_exceptions_for_missing_entries=False, **kwargs)
+    processor = None
+    if processor_file:
+        with open(processor_file, encoding="utf-8") as handle:
+            processor = json.load(handle)
+    return from_transformers(model, dtype=dtype, processor=processor)
+
+
 # -- timm checkpoints that need no transformers ---------------------------------------------------
 def save_timm_checkpoint(model: nn.Module, path: str) -> None:
     """Write a converted model to one ``.pth``: weights, constructor arguments (``timm_args``),

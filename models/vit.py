@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -22,6 +25,9 @@ from timm.models.vision_transformer import (
     checkpoint_filter_fn,
 )
 from torch import nn
+
+from models.transformers import (ConversionError, from_pretrained, from_transformers,
+                                 is_timm_checkpoint, model_from_timm_checkpoint)
 
 #: The weights the paper used (``jx_vit_base_p16_224-80ecf9dd.pth``), as current timm names them.
 DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"
@@ -71,6 +77,12 @@ def _unwrap_state_dict(obj, path: str) -> dict:
 
 def read_state_dict(path: str) -> dict:
     """Read a plain state dict from ``.pth``/``.pt``/``.bin`` (weights only) or ``.safetensors``."""
+    return _unwrap_state_dict(read_checkpoint_file(path), path)
+
+
+def read_checkpoint_file(path: str):
+    """The object stored in a checkpoint file (``torch.load(weights_only=True)`` or
+    safetensors), not yet unwrapped."""
     if not os.path.isfile(path):
         raise ModelError(f"--checkpoint {path}: no such file")
     try:
@@ -82,7 +94,7 @@ def read_state_dict(path: str) -> dict:
     except Exception as exc:  # a corrupt or foreign file
         raise ModelError(f"--checkpoint {path}: cannot be read as a state dict "
                          f"({type(exc).__name__}: {exc})") from None
-    return _unwrap_state_dict(obj, path)
+    return obj
 
 
 def head_classes(state_dict: dict, classifier: str = "head") -> Optional[int]:
@@ -110,12 +122,90 @@ def load_checkpoint(model: nn.Module, path: str, state_dict: Optional[dict] = No
 
 
 def file_digest(path: str) -> str:
-    """SHA-256 of a file (recorded in output metadata so results name their weights)."""
+    """SHA-256 of a file (recorded in output metadata so results name their weights); of a
+    ``transformers`` checkpoint directory: of its ``config.json`` then its weight file."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    files = [path]
+    if os.path.isdir(path):
+        from models.transformers import find_weights
+        files = [os.path.join(path, "config.json"), find_weights(path)]
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+# -- the hub, offline --------------------------------------------------------------------------
+#: seconds the one connection check before a hub download may take
+HUB_CHECK_SECONDS = 3.0
+
+
+def _unreachable(url: str, timeout: float) -> Optional[str]:
+    """``None`` when a TCP connection to ``url``'s host opens within ``timeout`` seconds, else
+    why not. The check runs in a daemon thread so that a hanging name lookup cannot hold the
+    caller beyond ``timeout`` either."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: dict = {}
+
+    def probe():
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+            result["ok"] = True
+        except OSError as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if result.get("ok"):
+        return None
+    return result.get("error", f"no answer within {timeout:g} s")
+
+
+def prepare_hub(url: Optional[str] = None) -> Optional[str]:
+    """Make a hub download stop fast without network (timm's and ``transformers``' alike).
+
+    With ``HF_HUB_OFFLINE`` set, ``huggingface_hub`` reads its cache only. Otherwise the hub
+    (``HF_ENDPOINT``, or ``url``'s host for a plain URL) is checked once, with one TCP
+    connection of at most :data:`HUB_CHECK_SECONDS`; when it does not answer, ``huggingface_hub``
+    is put into offline mode for the rest of the process, so cached weights still load and
+    nothing is retried. Returns ``None`` when online, else the sentence the error message uses.
+    """
+    import huggingface_hub.constants as hub
+    if hub.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set, so only the local cache was looked at"
+    url = url or hub.ENDPOINT
+    reason = _unreachable(url, HUB_CHECK_SECONDS)
+    if reason is None:
+        return None
+    hub.HF_HUB_OFFLINE = True
+    return (f"{url} did not answer one {HUB_CHECK_SECONDS:g} s connection check ({reason}), so "
+            "only the local cache was looked at (set HF_HUB_OFFLINE=1 to skip the check)")
+
+
+def _timm_hub_check(name: str) -> Optional[str]:
+    """:func:`prepare_hub` for a timm model name's pretrained source; a plain-URL source that
+    is unreachable and not in torch's cache fails at once."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:   # an unknown name is reported by timm.create_model
+        return None
+    if cfg is None or getattr(cfg, "hf_hub_id", None):
+        return prepare_hub()
+    url = getattr(cfg, "url", None)
+    if not url:
+        return None
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints",
+                          os.path.basename(urllib.parse.urlsplit(url).path))
+    if os.path.isfile(cached):
+        return None
+    reason = _unreachable(url, HUB_CHECK_SECONDS)
+    if reason is not None:
+        raise _weights_unavailable(name, f"{url} did not answer one {HUB_CHECK_SECONDS:g} s "
+                                         f"connection check ({reason}) and is not cached")
+    return None
 
 
 def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
@@ -123,31 +213,34 @@ def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
                  **kwargs) -> nn.Module:
     """Create a timm ViT with a class token, in eval mode.
 
-    Weights: from ``checkpoint`` when given; else, with ``pretrained``, through timm's pretrained
-    mechanism (Hugging Face hub download and cache); else random (tests). The number of classes
-    is the checkpoint's head's (a fine-tuned VOC or CUB model), unless ``num_classes`` is given.
+    Weights, in this order:
+
+    * ``checkpoint`` a directory with ``config.json`` (a Hugging Face ``transformers``
+      checkpoint, ``model.safetensors`` or ``pytorch_model.bin``): converted to the equal timm
+      ViT (:mod:`models.transformers`); the architecture is the config's, whatever ``name`` says;
+    * ``checkpoint`` a file written by ``agcam convert``
+      (:func:`models.transformers.save_timm_checkpoint`):
+      its own architecture, label names and preprocessing, no ``transformers`` needed;
+    * ``checkpoint`` another file: a state dict for the timm model ``name``;
+    * ``name`` ``hf:<repo id or directory>``: ``transformers``' ``from_pretrained`` (hub cache);
+    * else, with ``pretrained``, timm's pretrained weights (hub download and cache); else random.
+
+    Every hub path stops within :data:`HUB_CHECK_SECONDS` without network (:func:`prepare_hub`).
+    The number of classes is the checkpoint's head's (a fine-tuned VOC or CUB model), unless
+    ``num_classes`` is given.
     """
-    state_dict = read_state_dict(checkpoint) if checkpoint is not None else None
-    if state_dict is not None and "num_classes" not in kwargs:
-        try:
-            classifier = timm.models.get_pretrained_cfg(name).classifier or "head"
-        except Exception:  # an unknown name is reported by create_model below
-            classifier = "head"
-        classes = head_classes(state_dict, classifier)
-        if classes is not None:
-            kwargs["num_classes"] = classes
-    try:
-        model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
-            raise ModelError(f"--model {name}: unknown timm model ({exc})") from None
-        raise _weights_unavailable(name, exc) from None
-    except ModelError:
-        raise
-    except Exception as exc:  # network, hub or cache errors come in many types
-        raise _weights_unavailable(name, exc) from None
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, state_dict)
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        model = _convert(lambda: from_transformers(checkpoint), f"--checkpoint {checkpoint}")
+    elif checkpoint is None and name.startswith("hf:"):
+        model = _from_hub(name[len("hf:"):])
+    else:
+        raw = read_checkpoint_file(checkpoint) if checkpoint is not None else None
+        if raw is not None and is_timm_checkpoint(raw):
+            model = _convert(lambda: model_from_timm_checkpoint(raw, source=checkpoint),
+                             f"--checkpoint {checkpoint}")
+        else:
+            state_dict = _unwrap_state_dict(raw, checkpoint) if raw is not None else None
+            model = _create_timm_model(name, checkpoint, state_dict, pretrained, **kwargs)
     if getattr(model, "cls_token", None) is None:
         raise ModelError(f"--model {name}: has no class token; AGCAM explains the class-token row")
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
@@ -158,18 +251,72 @@ def create_model(name: str = DEFAULT_MODEL, checkpoint: Optional[str] = None,
     return model
 
 
-def _weights_unavailable(name: str, exc: Exception) -> WeightsUnavailableError:
+def _convert(make, what: str) -> nn.Module:
+    try:
+        return make()
+    except ConversionError as exc:
+        raise ModelError(f"{what}: {exc}") from None
+    except ImportError as exc:
+        raise ModelError(f"{what}: needs the transformers package (pip install "
+                         f"'transformers>=5'): {exc}") from None
+
+
+def _from_hub(repo: str) -> nn.Module:
+    how = None if os.path.isdir(repo) else prepare_hub()
+    try:
+        return _convert(lambda: from_pretrained(repo), f"--model hf:{repo}")
+    except ModelError:
+        raise
+    except Exception as exc:   # hub, network and cache errors come in many types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise WeightsUnavailableError(
+            f"--model hf:{repo}: could not load it with transformers' from_pretrained "
+            f"({type(exc).__name__}: {first}){'; ' + how if how else ''}; without network pass "
+            "a local copy: --checkpoint DIR (config.json + model.safetensors)") from None
+
+
+def _create_timm_model(name: str, checkpoint: Optional[str], state_dict: Optional[dict],
+                       pretrained: bool, **kwargs) -> nn.Module:
+    if state_dict is not None and "num_classes" not in kwargs:
+        try:
+            classifier = timm.models.get_pretrained_cfg(name).classifier or "head"
+        except Exception:  # an unknown name is reported by create_model below
+            classifier = "head"
+        classes = head_classes(state_dict, classifier)
+        if classes is not None:
+            kwargs["num_classes"] = classes
+    download = pretrained and checkpoint is None
+    how = _timm_hub_check(name) if download else None
+    try:
+        model = timm.create_model(name, pretrained=download, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise ModelError(f"--model {name}: unknown timm model ({exc})") from None
+        raise _weights_unavailable(name, exc, how) from None
+    except ModelError:
+        raise
+    except Exception as exc:  # network, hub or cache errors come in many types
+        raise _weights_unavailable(name, exc, how) from None
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, state_dict)
+    return model
+
+
+def _weights_unavailable(name: str, exc, how: Optional[str] = None) -> WeightsUnavailableError:
+    """One line: what could not be obtained, why, and how to go on without network."""
     try:
         cfg = timm.models.get_pretrained_cfg(name)
     except Exception:
         cfg = None
     source = getattr(cfg, "hf_hub_id", None) or getattr(cfg, "url", None) or "the timm hub"
+    text = "" if isinstance(exc, str) else str(exc).strip()
+    why = exc if isinstance(exc, str) else \
+        f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
     return WeightsUnavailableError(
-        f"could not obtain the pretrained weights of {name} from {source} "
-        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).\n"
-        "timm downloads them from the Hugging Face hub on first use and caches them; without "
-        "network, pass a local file instead: --checkpoint PATH (a .pth state dict such as the "
-        "paper's jx_vit_base_p16_224-80ecf9dd.pth, or a .safetensors file).")
+        f"could not obtain the pretrained weights of {name} from {source} ({why})"
+        f"{'; ' + how if how else ''}; timm downloads them from the Hugging Face hub on first use "
+        "and caches them; without network pass a local file instead: --checkpoint PATH (a .pth "
+        "state dict such as the paper's jx_vit_base_p16_224-80ecf9dd.pth, or a .safetensors file)")
 
 
 @dataclass(frozen=True)

@@ -427,3 +427,87 @@ def test_get_explainer_takes_a_transformers_model(family):
         assert torch.equal(predictions, expected_predictions) and torch.equal(maps, expected), name
     assert all(torch.equal(before[k], v) for k, v in hf.state_dict().items())
     assert not hf.training and next(hf.parameters()).dtype == torch.float64
+
+
+# -- command line: --checkpoint DIR, hf:<repo>, saved timm checkpoints, offline -------------------
+def test_create_model_reads_checkpoint_directories_hub_names_and_saved_files(tmp_path):
+    from models.vit import create_model, file_digest
+    hf = hf_model("deit_teacher")
+    hf.save_pretrained(tmp_path / "hf")
+    x = inputs(converted("deit_teacher"))
+    with torch.no_grad():
+        expected = hf_logits(hf, x)[0]
+        # --checkpoint DIR alone: the architecture is config.json's, whatever --model says
+        from_dir = create_model("vit_tiny_patch16_224", checkpoint=str(tmp_path / "hf"))
+        assert rel(from_dir(x), expected) <= EXACT
+        # --model hf:<local directory> goes through from_pretrained
+        from_hub = create_model(f"hf:{tmp_path / 'hf'}")
+        assert rel(from_hub(x), expected) <= EXACT
+        save_timm_checkpoint(from_dir, str(tmp_path / "model.pth"))
+        saved = create_model("anything", checkpoint=str(tmp_path / "model.pth"))
+        assert torch.equal(saved(x), from_dir(x)) and saved.label_names == from_dir.label_names
+    assert len(file_digest(str(tmp_path / "hf"))) == 64
+
+
+def test_checkpoint_directory_errors_are_one_line_model_errors(tmp_path):
+    from models.vit import ModelError, create_model
+    (tmp_path / "config.json").write_text(json.dumps(transformers.BeitConfig(**_common())
+                                                     .to_dict()))
+    with pytest.raises(ModelError, match="not supported") as info:
+        create_model(checkpoint=str(tmp_path))
+    assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+
+
+@pytest.fixture
+def hub_state(monkeypatch):
+    """Restore huggingface_hub's offline flag and endpoint after a test that changes them."""
+    import huggingface_hub.constants as hub
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", hub.HF_HUB_OFFLINE)
+    monkeypatch.setattr(hub, "ENDPOINT", hub.ENDPOINT)
+    return hub
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable endpoint"])
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                                  "hf:agcam-tests/no-such-repo"])
+def test_hub_paths_stop_fast_without_network(name, offline, hub_state):
+    import time
+
+    from models.vit import WeightsUnavailableError, create_model
+    if offline == "HF_HUB_OFFLINE":
+        hub_state.HF_HUB_OFFLINE = True
+    else:
+        hub_state.HF_HUB_OFFLINE = False
+        hub_state.ENDPOINT = "http://127.0.0.1:9"      # nothing listens on the discard port
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError) as info:
+        create_model(name)
+    elapsed = time.perf_counter() - start
+    message = str(info.value)
+    assert elapsed < 10, elapsed
+    assert "\n" not in message and "--checkpoint" in message
+    assert ("HF_HUB_OFFLINE is set" if offline == "HF_HUB_OFFLINE" else
+            "did not answer one 3 s connection check") in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+@pytest.mark.parametrize("model", [None, "hf:google/vit-base-patch16-224"])
+def test_scripts_offline_one_line_exit_2(env, model, tmp_path):
+    """``python localization.py`` without network: exit code 2, one line, within 10 s of a
+    ``--help`` run (the imports alone take seconds on a loaded machine)."""
+    import time
+    run_env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), **env)
+    run_env.pop("HF_HUB_OFFLINE", None) if "HF_ENDPOINT" in env else None
+    cmd = [sys.executable, "localization.py", "--limit", "2", "--device", "cpu"]
+    start = time.perf_counter()
+    subprocess.run(cmd + ["--help"], cwd=ROOT, env=run_env, capture_output=True, check=True)
+    baseline = time.perf_counter() - start
+    start = time.perf_counter()
+    out = subprocess.run(cmd + (["--model", model] if model else []), cwd=ROOT, env=run_env,
+                         capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--checkpoint" in lines[0], out.stderr
+    assert elapsed - baseline < 10, (elapsed, baseline)
