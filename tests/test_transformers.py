@@ -511,3 +511,43 @@ def test_scripts_offline_one_line_exit_2(env, model, tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "--checkpoint" in lines[0], out.stderr
     assert elapsed - baseline < 10, (elapsed, baseline)
+
+
+# -- round trip: save_pretrained -> --checkpoint DIR -> every script ------------------------------
+@pytest.mark.slow
+def test_round_trip_save_pretrained_then_every_script(tmp_path):
+    """A 1000-class tiny ViT saved with ``save_pretrained`` runs through ``localization.py``,
+    ``save_h5.py``, ``ABPC.py`` and ``python -m agcam explain`` with ``--checkpoint DIR`` alone,
+    on the golden ILSVRC fixture, offline."""
+    names = {i: f"hf class {i}" for i in range(1000)}
+    torch.manual_seed(0)
+    hf = transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=224, patch_size=16, num_labels=1000, id2label=names,
+        label2id={v: k for k, v in names.items()}))
+    hf.save_pretrained(tmp_path / "ckpt")
+    golden = ROOT / "tests" / "fixtures" / "golden" / "ILSVRC"
+    images = sorted(str(p) for p in (golden / "Data").rglob("*") if p.suffix.lower() in
+                    (".jpeg", ".jpg"))[:2]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    common = ["--checkpoint", str(tmp_path / "ckpt"), "--device", "cpu"]
+    runs = {
+        "localization": [str(ROOT / "localization.py"), "--data_root", str(golden),
+                         "--limit", "2", "--no_progress"],
+        "save_h5": [str(ROOT / "save_h5.py"), "--data_root", str(golden), "--limit", "2",
+                    "--save_root", str(tmp_path / "h5"), "--no_progress"],
+        "abpc": [str(ROOT / "ABPC.py"), "--h5_root", str(tmp_path / "h5"), "--no_progress"],
+        "explain": ["-m", "agcam", "explain", "--out", str(tmp_path / "figures"), *images],
+    }
+    outputs = {}
+    for name, args in runs.items():
+        out = subprocess.run([sys.executable, *args, *common], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, f"{name}: {out.stderr[-2000:]}"
+        outputs[name] = out.stdout
+    assert "ABPC" in outputs["abpc"]
+    assert (tmp_path / "h5" / "ILSVRC_agcam.hdf5").is_file()
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 2
+    # the class names are the checkpoint's own (id2label), not ImageNet's
+    assert "hf class" in outputs["explain"]
