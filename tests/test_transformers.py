@@ -215,6 +215,58 @@ def test_attention_and_its_gradient_equal_hf_eager64(family):
     assert rel(logits, expected_logits) <= EXACT
 
 
+#: real-shape one-layer models: (factory, processor config) -- the processors of the hub
+#: checkpoints of these shapes (DINOv2: 518 px position grid, 224 px crop, so the position
+#: embeddings are really interpolated 37x37 -> 16x16)
+REAL_SHAPES = {
+    "vit_base_patch16_224": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+        num_hidden_layers=1, num_labels=10)), None),
+    "deit_base_distilled": (lambda: transformers.DeiTForImageClassificationWithTeacher(
+        transformers.DeiTConfig(num_hidden_layers=1, num_labels=10)), None),
+    "dinov2_small_registers": (lambda: transformers.Dinov2WithRegistersForImageClassification(
+        transformers.Dinov2WithRegistersConfig(hidden_size=384, num_attention_heads=6,
+                                               num_hidden_layers=1, image_size=518, patch_size=14,
+                                               num_register_tokens=4, num_labels=10)),
+        {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224},
+         "do_center_crop": True, "resample": 3}),
+    "dinov2_giant_swiglu": (lambda: transformers.Dinov2ForImageClassification(
+        transformers.Dinov2Config(hidden_size=1536, num_attention_heads=24, num_hidden_layers=1,
+                                  image_size=518, patch_size=14, use_swiglu_ffn=True,
+                                  num_labels=10)),
+        {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224},
+         "do_center_crop": True, "resample": 3}),
+    "clip_vit_base_patch16": (lambda: transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(num_hidden_layers=2, patch_size=16, projection_dim=512)),
+        None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", list(REAL_SHAPES))
+def test_real_shapes_exact(shape):
+    from models.attention import AttentionRecorder
+    torch.manual_seed(0)
+    factory, processor = REAL_SHAPES[shape]
+    hf = factory().double().eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    model = from_transformers(hf, processor=processor)
+    x = inputs(model, batch=1)
+    with torch.no_grad():
+        assert rel(model(x), hf_logits(hf, x)[0]) <= EXACT
+    hf.set_attn_implementation("agcam_eager64")
+    expected, out = hf_logits(hf, x, output_attentions=True)
+    target = expected.argmax(dim=1)
+    hf_grads = torch.autograd.grad(expected.gather(1, target[:, None]).sum(), list(out.attentions))
+    with AttentionRecorder(model, grad=True) as recorder:
+        logits = model(x)
+        grads = recorder.gradient_list(logits.gather(1, target[:, None]).sum())
+        probs = [r.probs for r in recorder.checked_records()]
+    for a, a_hf, g, g_hf in zip(probs, out.attentions, grads, hf_grads):
+        assert rel(a, a_hf) <= EXACT and rel(g, g_hf) <= EXACT
+
+
 def test_float32_eager_softmax_is_why_float64_eager_is_registered():
     """transformers' own eager attention keeps the softmax in float32: its attention is ~1e-8
     from the float64 one, far above the 1e-12 the comparison above needs."""
