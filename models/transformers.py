@@ -570,6 +570,9 @@ def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
         raise ConversionError(f"{type(hf_model_or_path).__name__} is neither a transformers "
                               "model nor a checkpoint directory")
     args, timm_sd, data_cfg = convert_state_dict(config, state_dict, processor)
+    data_cfg = dict(data_cfg, architecture=(
+        type(hf_model_or_path).__name__ if is_transformers_model(hf_model_or_path) else
+        ((getattr(config, "architectures", None) or [config.model_type])[0])))
     model = _finish(args, timm_sd, data_cfg, _label_names(config, args["num_classes"]), dtype,
                     f"transformers:{source}")
     if is_transformers_model(hf_model_or_path):   # on the caller's model's device
