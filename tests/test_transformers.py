@@ -304,6 +304,21 @@ def test_on_disk_names_load_from_a_checkpoint_directory(family, tmp_path):
         assert torch.equal(from_transformers(str(tmp_path))(x), model(x))
 
 
+def test_a_full_clip_model_is_read_as_its_vision_tower_with_projection(tmp_path):
+    torch.manual_seed(0)
+    clip = transformers.CLIPModel(transformers.CLIPConfig(
+        vision_config=_common(), projection_dim=12,
+        text_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32))).double().eval()
+    clip.save_pretrained(tmp_path)
+    model = from_transformers(str(tmp_path))
+    x = inputs(model)
+    with torch.no_grad():
+        expected = clip.get_image_features(pixel_values=x)
+        expected = getattr(expected, "pooler_output", expected)
+        assert rel(model(x), expected) <= EXACT
+
+
 def test_dtype_eval_labels_and_caller_model_untouched():
     hf = hf_model("vit")
     before = {k: v.clone() for k, v in hf.state_dict().items()}
