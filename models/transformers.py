@@ -321,8 +321,9 @@ def _dinov2_positions(config, family_type: str, pos: torch.Tensor, grid: Tuple[i
     """HF's own ``interpolate_pos_encoding`` of the checkpoint's position embeddings for an
     input of ``grid * patch`` pixels (returned unchanged when the grid is the stored one)."""
     if family_type == "dinov2_with_registers":
-        from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import \
-            Dinov2WithRegistersEmbeddings as Embeddings
+        from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
+            Dinov2WithRegistersEmbeddings as Embeddings,
+        )
     else:
         from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings as Embeddings
     embeddings = Embeddings(config).to(pos.dtype)

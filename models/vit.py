@@ -26,8 +26,13 @@ from timm.models.vision_transformer import (
 )
 from torch import nn
 
-from models.transformers import (ConversionError, from_pretrained, from_transformers,
-                                 is_timm_checkpoint, model_from_timm_checkpoint)
+from models.transformers import (
+    ConversionError,
+    from_pretrained,
+    from_transformers,
+    is_timm_checkpoint,
+    model_from_timm_checkpoint,
+)
 
 #: The weights the paper used (``jx_vit_base_p16_224-80ecf9dd.pth``), as current timm names them.
 DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"

@@ -27,6 +27,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
 from models.transformers import (  # noqa: E402
     ConversionError,
     from_transformers,
@@ -34,8 +36,6 @@ from models.transformers import (  # noqa: E402
     model_transform,
     save_timm_checkpoint,
 )
-
-from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "samples").glob("*.jpg"))
