@@ -165,7 +165,8 @@ def main(args: argparse.Namespace) -> int:
         if args.output is not None:
             written = []
             for results, summary in summaries.values():
-                paths = write_outputs(args.output, results, summary, args.threshold)
+                paths = write_outputs(args.output, results, summary, args.threshold,
+                                      getattr(model, "label_names", None))
                 written += [paths["csv"], paths["json"]]
             paths = write_table(args.output, [s for _, s in summaries.values()])
             written += [paths["csv"], paths["md"]]

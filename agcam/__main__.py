@@ -1,8 +1,8 @@
 """``agcam COMMAND ...`` (or ``python -m agcam COMMAND ...``): every subcommand of the package.
 
 This is the program on top of the house, like the top-level scripts: it imports the commands
-(:mod:`agcam.cli.explain`, :mod:`agcam.bench`, :mod:`agcam.train`), which import the library
-below them.
+(:mod:`agcam.cli.explain`, :mod:`agcam.cli.convert`, :mod:`agcam.bench`, :mod:`agcam.train`),
+which import the library below them.
 
 Each command is a module with ``add_arguments(parser)`` and ``main(args) -> exit code``; adding
 one is adding an entry to :data:`COMMANDS`. The top-level scripts (``localization.py``,
@@ -15,7 +15,7 @@ import sys
 
 from agcam.bench import abpc as bench_abpc
 from agcam.bench import methods as bench_methods
-from agcam.cli import explain
+from agcam.cli import convert, explain
 from agcam.cli.common import run_main
 from agcam.train import finetune
 
@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": bench_methods,
     "bench-abpc": bench_abpc,
     "finetune": finetune,
+    "convert": convert,
 }
 
 

@@ -580,6 +580,54 @@ def test_scripts_offline_one_line_exit_2(env, model, tmp_path):
     assert elapsed - baseline < 10, (elapsed, baseline)
 
 
+# -- agcam convert, class names -------------------------------------------------------------------
+def test_convert_command_and_explain_with_the_models_class_names(tmp_path, capsys):
+    """``agcam convert DIR --out model.pth`` writes a checkpoint equal to the conversion;
+    ``agcam explain --checkpoint model.pth`` prints and draws the checkpoint's own class names
+    and takes one as ``--target``."""
+    from PIL import Image
+
+    from agcam.__main__ import entry
+    hf = hf_model("dinov2_registers")
+    hf.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(
+        json.dumps(FAMILIES["dinov2_registers"][1]))
+    out = tmp_path / "out" / "model.pth"
+    assert entry(["convert", str(tmp_path / "hf"), "--out", str(out)]) == 0
+    assert "reloaded logits equal" in capsys.readouterr().out
+    model, expected = load_timm_checkpoint(str(out)), converted("dinov2_registers")
+    x = inputs(expected)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected(x))
+    assert model.label_names == [LABELS[i] for i in range(5)]
+    assert entry(["convert", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    # the scripts feed float32 images: a float32 copy
+    out32 = tmp_path / "out" / "model32.pth"
+    assert entry(["convert", str(tmp_path / "hf"), "--out", str(out32), "--dtype", "float32"]) == 0
+    assert all(p.dtype == torch.float32 for p in load_timm_checkpoint(str(out32)).parameters())
+    out = out32
+    image = tmp_path / "photo.png"
+    Image.fromarray((torch.rand(40, 52, 3) * 255).byte().numpy()).save(image)
+    code = entry(["explain", str(image), "--checkpoint", str(out), "--out",
+                  str(tmp_path / "figures"), "--device", "cpu", "--target", "Class C"])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"{LABELS[0]} (0)" in printed and f"{LABELS[4]} (4)" in printed
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 1
+    assert entry(["explain", str(image), "--checkpoint", str(out), "--out",
+                  str(tmp_path / "figures"), "--target", "no such class"]) == 2
+    assert "none of the model's class names" in capsys.readouterr().err
+
+
+def test_class_names_and_parse_class_use_the_models_names():
+    from agcam.figures.heatmaps import class_name, parse_class
+    names = ["cat", "Dog", "dog house"]
+    assert class_name(1, 3, names) == "Dog" and class_name(1, 3) == "class 1"
+    assert parse_class("dog", 3, names) == 1 and parse_class("2", 3, names) == 2
+    with pytest.raises(ValueError, match="none of the model's class names"):
+        parse_class("horse", 3, names)
+
+
 # -- round trip: save_pretrained -> --checkpoint DIR -> every script ------------------------------
 @pytest.mark.slow
 def test_round_trip_save_pretrained_then_every_script(tmp_path):
@@ -601,7 +649,7 @@ def test_round_trip_save_pretrained_then_every_script(tmp_path):
     common = ["--checkpoint", str(tmp_path / "ckpt"), "--device", "cpu"]
     runs = {
         "localization": [str(ROOT / "localization.py"), "--data_root", str(golden),
-                         "--limit", "2", "--no_progress"],
+                         "--limit", "2", "--no_progress", "--output", str(tmp_path / "loc")],
         "save_h5": [str(ROOT / "save_h5.py"), "--data_root", str(golden), "--limit", "2",
                     "--save_root", str(tmp_path / "h5"), "--no_progress"],
         "abpc": [str(ROOT / "ABPC.py"), "--h5_root", str(tmp_path / "h5"), "--no_progress"],
@@ -618,3 +666,7 @@ def test_round_trip_save_pretrained_then_every_script(tmp_path):
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2
     # the class names are the checkpoint's own (id2label), not ImageNet's
     assert "hf class" in outputs["explain"]
+    import csv
+    with open(tmp_path / "loc" / "localization_agcam.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(r["label_name"] == names[int(r["label"])] for r in rows)

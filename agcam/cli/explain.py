@@ -30,6 +30,7 @@ from agcam.cli.common import (
 )
 from agcam.figures.heatmaps import (
     class_name,
+    class_names_of,
     explain_heatmaps,
     num_classes_of,
     parse_class,
@@ -80,16 +81,17 @@ def output_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
-def format_top(path: str, top, num_classes: int) -> str:
+def format_top(path: str, top, num_classes: int, names=None) -> str:
+    """The top-k lines of one image; ``names``: the model's own class names (``id2label``)."""
     lines = [path]
     for rank, (index, prob) in enumerate(top, start=1):
-        lines.append(f"  {rank}. {class_name(index, num_classes)} ({index})  {prob:.1%}")
+        lines.append(f"  {rank}. {class_name(index, num_classes, names)} ({index})  {prob:.1%}")
     return "\n".join(lines)
 
 
-def _target(text: str, num_classes: int) -> int:
+def _target(text: str, num_classes: int, names=None) -> int:
     try:
-        return parse_class(text, num_classes)
+        return parse_class(text, num_classes, names)
     except ValueError as exc:
         raise UsageError(f"--target {exc}") from None
 
@@ -101,11 +103,15 @@ def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
     methods = resolve_methods(args.method, args.precision)
-    if args.target is not None and not args.target.strip().isdigit():
-        _target(args.target, 1000)  # a misspelt name fails before the model is downloaded
+    if args.target is not None and not args.target.strip().isdigit() and \
+            args.checkpoint is None and not args.model.startswith("hf:"):
+        # a misspelt ImageNet name fails before the model is downloaded (a checkpoint or a
+        # Hugging Face model may name its classes itself)
+        _target(args.target, 1000)
     model = model_from_args(args, resolve_device(args.device))
     num_classes = num_classes_of(model)
-    target = None if args.target is None else _target(args.target, num_classes)
+    class_names = class_names_of(model)
+    target = None if args.target is None else _target(args.target, num_classes, class_names)
     explainers = {m: get_explainer(m, model, precision=args.precision) for m in methods}
     transform = build_transform(model)
     try:
@@ -139,13 +145,14 @@ def main(args: argparse.Namespace) -> int:
                 tops = top_k(model, images)      # the class the maps explain, at their precision
             heatmaps = {m: explain_heatmaps(explainers[m], images, target)[1] for m in methods}
             for i, (path, name, image) in enumerate(batch):
-                tqdm.write(format_top(path, tops[i], num_classes))
+                tqdm.write(format_top(path, tops[i], num_classes, class_names))
                 explained = target if target is not None else tops[i][0][0]
                 try:
                     for method in methods:
                         fig = explanation_figure(
                             image, heatmaps[method][i], method, explained, args.threshold,
-                            top=tops[i], title=os.path.basename(path), num_classes=num_classes)
+                            top=tops[i], title=os.path.basename(path), num_classes=num_classes,
+                            class_names=class_names)
                         save_figure(fig, os.path.join(args.out, f"{name}_{method}.png"))
                         written += 1
                 except OSError as exc:

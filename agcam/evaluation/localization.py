@@ -320,9 +320,12 @@ def _json_number(value: float) -> Optional[float]:
 
 
 def write_outputs(output_dir: str, results: Sequence[ImageResult], summary: Dict[str, Any],
-                  thresholds: Sequence[float]) -> Dict[str, str]:
+                  thresholds: Sequence[float],
+                  class_names: Optional[Sequence[str]] = None) -> Dict[str, str]:
     """``localization_<method>.csv`` (one row per image) and ``localization_<method>.json``; both
-    name the data set (``summary["dataset"]``, default ``ilsvrc``)."""
+    name the data set (``summary["dataset"]``, default ``ilsvrc``). With the model's own
+    ``class_names`` (a Hugging Face checkpoint's ``id2label``) the CSV ends with two more
+    columns, ``label_name`` and ``prediction_name``."""
     os.makedirs(output_dir, exist_ok=True)
     method = summary["method"]
     dataset = summary.get("dataset", "ilsvrc")
@@ -331,11 +334,15 @@ def write_outputs(output_dir: str, results: Sequence[ImageResult], summary: Dict
     keys = [threshold_key(t) for t in thresholds]
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
+        names = ["label_name", "prediction_name"] if class_names is not None else []
         writer.writerow(["dataset", "name", "label", "prediction", "counted"]
-                        + [f"{metric}@{key}" for key in keys for metric in METRICS])
+                        + [f"{metric}@{key}" for key in keys for metric in METRICS] + names)
         for r in sorted(results, key=lambda r: r.index):
             values = [repr(v) for key in keys for v in r.metrics[key]] if r.counted else \
                 [""] * (len(keys) * len(METRICS))
+            if names:
+                values += [class_names[r.label], "" if r.prediction is None else
+                           class_names[r.prediction]]
             writer.writerow([dataset, r.name, r.label, "" if r.prediction is None else r.prediction,
                              int(r.counted)] + values)
     clean = {k: _json_number(v) for k, v in summary.items()}

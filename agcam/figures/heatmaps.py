@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,20 +26,39 @@ def _imagenet_info():
     return ImageNetInfo()
 
 
-def class_name(index: int, num_classes: int = 1000) -> str:
-    """The ImageNet-1k description of a class index (``"tabby, tabby cat"``); ``"class i"`` for a
-    model whose head is not the 1000 ImageNet classes."""
+def class_names_of(model: nn.Module) -> Optional[Sequence[str]]:
+    """The model's own class names (a Hugging Face checkpoint's ``id2label``, kept by
+    :func:`models.transformers.from_transformers` as ``label_names``), or ``None``."""
+    return getattr(model, "label_names", None) or None
+
+
+def class_name(index: int, num_classes: int = 1000,
+               names: Optional[Sequence[str]] = None) -> str:
+    """The model's own name of a class index when it has ``names``; else the ImageNet-1k
+    description (``"tabby, tabby cat"``); ``"class i"`` for a model whose head is not the 1000
+    ImageNet classes."""
+    if names is not None:
+        return str(names[int(index)])
     if num_classes != 1000:
         return f"class {index}"
     return _imagenet_info().index_to_description(int(index))
 
 
-def parse_class(text: str, num_classes: int = 1000) -> int:
-    """A class given on the command line: an index (``281``), a wnid (``n02123045``) or an
-    ImageNet-1k name (``tabby`` or ``tabby, tabby cat``, case-insensitive)."""
+def parse_class(text: str, num_classes: int = 1000,
+                names: Optional[Sequence[str]] = None) -> int:
+    """A class given on the command line: an index (``281``), one of the model's own class
+    ``names`` (case-insensitive), a wnid (``n02123045``) or an ImageNet-1k name (``tabby`` or
+    ``tabby, tabby cat``, case-insensitive)."""
     text = str(text).strip()
+    own = [i for i, n in enumerate(names or ()) if str(n).strip().lower() == text.lower()]
     if re.fullmatch(r"\d+", text):
         index = int(text)
+    elif len(own) == 1:
+        index = own[0]
+    elif names is not None:
+        problem = "none of the model's class names is" if not own else \
+            f"{len(own)} of the model's classes are named"
+        raise ValueError(f"class {text!r}: {problem} that; give an index")
     elif num_classes != 1000:
         raise ValueError(f"class {text!r}: this model has {num_classes} classes; give an index")
     elif re.fullmatch(r"n\d{8}", text):

@@ -115,14 +115,17 @@ def boxes_panel(ax: Axes, image, heatmap: np.ndarray, threshold: float,
         ax.legend(loc="lower left", fontsize=7, framealpha=0.7)
 
 
-def top_k_text(top: TopK, num_classes: int = 1000) -> str:
-    return "\n".join(f"{p:6.1%}  {class_name(i, num_classes)[:40]} ({i})" for i, p in top)
+def top_k_text(top: TopK, num_classes: int = 1000,
+               class_names: Optional[Sequence[str]] = None) -> str:
+    return "\n".join(f"{p:6.1%}  {class_name(i, num_classes, class_names)[:40]} ({i})"
+                     for i, p in top)
 
 
 def methods_figure(image, heatmaps: Mapping[str, np.ndarray], top: Optional[TopK] = None,
                    gt_boxes: Optional[Sequence[Box]] = None, threshold: float = 0.5,
-                   title: Optional[str] = None, num_classes: int = 1000) -> Figure:
-    """One image across methods.
+                   title: Optional[str] = None, num_classes: int = 1000,
+                   class_names: Optional[Sequence[str]] = None) -> Figure:
+    """One image across methods (``class_names``: the model's own, else ImageNet's).
 
     Column 0: the image (ground truth dashed red) over its top-k predicted classes. Then one
     column per method: its heatmap overlaid on the image (top) and the boxes the heatmap gives at
@@ -138,7 +141,7 @@ def methods_figure(image, heatmaps: Mapping[str, np.ndarray], top: Optional[TopK
         draw_boxes(axes[0, 0], gt_boxes, GT_COLOR, linestyle="--")
     axes[1, 0].set_axis_off()
     if top:
-        axes[1, 0].text(0.0, 1.0, "top-5 predictions\n" + top_k_text(top, num_classes),
+        axes[1, 0].text(0.0, 1.0, "top-5 predictions\n" + top_k_text(top, num_classes, class_names),
                         va="top", ha="left", family="monospace", fontsize=7,
                         transform=axes[1, 0].transAxes)
     for col, (method, heatmap) in enumerate(heatmaps.items(), start=1):
@@ -151,8 +154,10 @@ def methods_figure(image, heatmaps: Mapping[str, np.ndarray], top: Optional[TopK
 def explanation_figure(image, heatmap: np.ndarray, method: str, explained_class: int,
                        threshold: float = 0.5, top: Optional[TopK] = None,
                        gt_boxes: Optional[Sequence[Box]] = None, title: Optional[str] = None,
-                       num_classes: int = 1000) -> Figure:
-    """The explain command's figure: image | overlay | boxes at ``threshold`` (1200 x 400 px)."""
+                       num_classes: int = 1000,
+                       class_names: Optional[Sequence[str]] = None) -> Figure:
+    """The explain command's figure: image | overlay | boxes at ``threshold`` (1200 x 400 px);
+    ``class_names``: the model's own (``id2label``), else ImageNet's."""
     image = _as_image(image)
     fig = Figure(figsize=EXPLANATION_FIGSIZE, dpi=DPI)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.86, wspace=0.04)
@@ -160,10 +165,11 @@ def explanation_figure(image, heatmap: np.ndarray, method: str, explained_class:
     if top:
         index, prob = top[0]
         title = (title + "\n" if title else "") + \
-            f"top-1: {class_name(index, num_classes)[:40]} ({prob:.1%})"
+            f"top-1: {class_name(index, num_classes, class_names)[:40]} ({prob:.1%})"
     show_image(axes[0], image, title)
     overlay(axes[1], image, heatmap,
-            title=f"{method_label(method)}: {class_name(explained_class, num_classes)[:40]} "
+            title=f"{method_label(method)}: "
+                  f"{class_name(explained_class, num_classes, class_names)[:40]} "
                   f"({explained_class})")
     boxes_panel(axes[2], image, heatmap, threshold, gt_boxes, title=f"boxes at {threshold:g}")
     return fig
@@ -171,7 +177,8 @@ def explanation_figure(image, heatmap: np.ndarray, method: str, explained_class:
 
 def class_specific_figure(image, heatmaps: Mapping[str, Mapping[int, np.ndarray]],
                           classes: Sequence[int], class_specific: Mapping[str, bool],
-                          num_classes: int = 1000) -> Figure:
+                          num_classes: int = 1000,
+                          class_names: Optional[Sequence[str]] = None) -> Figure:
     """Class-specific explanations on one image: a row per class, a column per method.
 
     ``heatmaps[method][cls]`` is the method's map for class ``cls``; a class-agnostic method
@@ -183,11 +190,12 @@ def class_specific_figure(image, heatmaps: Mapping[str, Mapping[int, np.ndarray]
                  dpi=DPI, layout="constrained")
     axes = fig.subplots(len(classes), 1 + len(methods), squeeze=False)
     for row, cls in enumerate(classes):
-        show_image(axes[row, 0], image, f"class {cls}: {class_name(cls, num_classes)[:40]}")
+        name = class_name(cls, num_classes, class_names)
+        show_image(axes[row, 0], image, f"class {cls}: {name[:40]}")
         for col, method in enumerate(methods, start=1):
             maps = heatmaps[method]
             if class_specific[method]:
-                heatmap, note = maps[cls], f"for {class_name(cls, num_classes).split(',')[0]}"
+                heatmap, note = maps[cls], f"for {name.split(',')[0]}"
             else:
                 heatmap, note = next(iter(maps.values())), "same map for every class"
             overlay(axes[row, col], image, heatmap, title=f"{method_label(method)}\n{note}")
