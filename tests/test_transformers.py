@@ -516,6 +516,25 @@ def test_create_model_reads_checkpoint_directories_hub_names_and_saved_files(tmp
     assert len(file_digest(str(tmp_path / "hf"))) == 64
 
 
+@pytest.mark.parametrize("dataset, classes", [("voc", 20), ("cub", 200)])
+def test_fine_tuned_checkpoints_fit_their_data_sets(dataset, classes, tmp_path):
+    """A VOC (20 labels) or CUB (200 labels) checkpoint passes the scripts' head check for
+    ``--dataset voc|cub`` and fails it, in one line, for ImageNet."""
+    from agcam.cli.common import check_head
+    from agcam.datasets import get_dataset
+    from agcam.errors import UsageError
+    from models.vit import create_model
+    transformers.ViTForImageClassification(transformers.ViTConfig(
+        **_common(), num_labels=classes)).save_pretrained(tmp_path)
+    model = create_model(checkpoint=str(tmp_path))
+
+    class Args:
+        checkpoint, model = str(tmp_path), None
+    check_head(model, get_dataset(dataset), Args())
+    with pytest.raises(UsageError, match=f"{classes} classes"):
+        check_head(model, get_dataset("ilsvrc"), Args())
+
+
 def test_checkpoint_directory_errors_are_one_line_model_errors(tmp_path):
     from models.vit import ModelError, create_model
     (tmp_path / "config.json").write_text(json.dumps(transformers.BeitConfig(**_common())
