@@ -241,8 +241,8 @@ REAL_SHAPES = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("shape", list(REAL_SHAPES))
+@pytest.mark.parametrize("shape", [
+    pytest.param(s, marks=pytest.mark.slow) if "giant" in s else s for s in REAL_SHAPES])
 def test_real_shapes_exact(shape):
     from models.attention import AttentionRecorder
     torch.manual_seed(0)
