@@ -505,6 +505,26 @@ def _read_processor(path: Optional[str]) -> Optional[Dict[str, Any]]:
         return json.load(handle)
 
 
+def _cached_processor(name: str) -> Optional[Dict[str, Any]]:
+    """The ``preprocessor_config.json`` of a model loaded with ``from_pretrained(name)``: from the
+    directory ``name``, else from the hub cache (never the network); ``None`` if there is none."""
+    if not name:
+        return None
+    if os.path.isdir(name):
+        return _read_processor(name)
+    try:
+        from transformers.utils import cached_file
+        path = cached_file(name, "preprocessor_config.json", local_files_only=True,
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except Exception:   # not a repository id, no cache: the family's defaults apply
+        return None
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def is_transformers_model(obj: Any) -> bool:
     """Whether ``obj`` is a ``transformers`` model (judged by its class's module, so nothing is
     imported)."""
@@ -543,7 +563,8 @@ def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
         dtype: the timm model's dtype (default: the checkpoint's); the model is built in it
             before the weights are loaded.
         processor: the ``preprocessor_config.json`` contents; default: the file next to the
-            weights (a directory, or the model's ``name_or_path`` when that is a directory).
+            weights (a directory, or the model's ``name_or_path``: that directory or that hub
+            repository's cached file, never fetched).
 
     The result carries ``pretrained_cfg`` (the preprocessing, see :func:`model_transform`),
     ``label_names`` (from ``id2label``, ``None`` for HF's ``LABEL_i`` placeholders) and
@@ -564,8 +585,7 @@ def from_transformers(hf_model_or_path, dtype: Optional[torch.dtype] = None,
         check_supported(config)
         state_dict = {k: v.detach() for k, v in hf_model_or_path.state_dict().items()}
         if processor is None:
-            name = getattr(hf_model_or_path, "name_or_path", "") or ""
-            processor = _read_processor(name if os.path.isdir(name) else None)
+            processor = _cached_processor(getattr(hf_model_or_path, "name_or_path", "") or "")
         source = getattr(hf_model_or_path, "name_or_path", "") or type(hf_model_or_path).__name__
     else:
         raise ConversionError(f"{type(hf_model_or_path).__name__} is neither a transformers "

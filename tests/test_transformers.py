@@ -496,6 +496,18 @@ def test_get_explainer_takes_a_transformers_model(family):
     assert not hf.training and next(hf.parameters()).dtype == torch.float64
 
 
+def test_a_from_pretrained_model_brings_its_preprocessing(tmp_path):
+    """``get_explainer(name, Dinov2...from_pretrained(dir))`` takes the processor's 32 px crop
+    (the file next to the weights), not the 48 px position grid of the config."""
+    import agcam
+    hf_model("dinov2").save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(FAMILIES["dinov2"][1]))
+    loaded = transformers.Dinov2ForImageClassification.from_pretrained(tmp_path)
+    explainer = agcam.get_explainer("agcam", loaded)
+    assert explainer.geometry.input_size == (32, 32) and explainer.geometry.grid == (4, 4)
+    assert explainer.model.pretrained_cfg["crop_mode"] == "center"
+
+
 # -- command line: --checkpoint DIR, hf:<repo>, saved timm checkpoints, offline -------------------
 def test_create_model_reads_checkpoint_directories_hub_names_and_saved_files(tmp_path):
     from models.vit import create_model, file_digest
