@@ -99,6 +99,13 @@ class ClassMeanHeadViT(VisionTransformer):
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         return torch.cat([x[:, 0], x[:, self.num_prefix_tokens:].mean(dim=1)], dim=1)
 
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head on the same ``[x_cls, mean(patches)]`` features (pooling unchanged)."""
+        dd = {"device": self.cls_token.device, "dtype": self.cls_token.dtype}
+        self.num_classes = num_classes
+        self.head = nn.Linear(2 * self.embed_dim, num_classes, **dd) if num_classes > 0 \
+            else nn.Identity()
+
 
 class _MlpLayer:
     """timm's ``mlp_layer`` with the checkpoint's hidden width (HF's is not always
