@@ -7,7 +7,7 @@ Reads ``<h5_root>/ILSVRC_<method>.hdf5`` (``VOC_``/``CUB_`` with ``--dataset voc
 ``--h5_file``), in our layout or the released one, removes 0%, 10%, ..., 100% of the pixels least
 / most relevant first, and prints the mean curves, AUC(LeRF), AUC(MoRF) and ABPC. ``--file True``
 writes ``<ILSVRC|VOC|CUB>_<method>_ABPC.txt`` and ``.json`` beside the HDF5 file, ``--csv True``
-the per-image ``.csv`` and a ``.png`` of the curves. See README.md (Faithfulness: ABPC).
+the per-image ``.csv`` and a ``.png`` of the curves. See docs/faithfulness.md.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from agcam.cli.common import (
     start_run,
     str2bool,
 )
+from agcam.datasets import DATASETS
 from agcam.registry import paper_methods
 
 
@@ -39,9 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "... (every registered name), several, or all; with several, one "
                              "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
     parser.add_argument("--dataset", default=None,
-                        help="data set the file holds: ilsvrc, voc or cub; names the file "
-                             "(<ILSVRC|VOC|CUB>_<method>.hdf5) and the outputs (default: the "
-                             "one the file records, else ilsvrc)")
+                        help=f"data set the file holds: {', '.join(DATASETS)}; names the file "
+                             "(<PREFIX>_<method>.hdf5) and the outputs (default: the one the "
+                             "file records, else ilsvrc)")
     parser.add_argument("--h5_root", default="./saveroot",
                         help="folder of <ILSVRC|VOC|CUB>_<method>.hdf5 (default: ./saveroot)")
     parser.add_argument("--h5_file", default=None,

@@ -9,7 +9,7 @@ image the label, the resized image before normalisation (uint8) and the raw map 
 class, from which the released heatmap is recomputed exactly (``--layout released`` writes the
 authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
 ``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N
-save_h5.py ...``. See README.md (Faithfulness: ABPC).
+save_h5.py ...``. See docs/faithfulness.md and docs/store.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One interface for AGCAM and every baseline, and the registry of command-line names.
+"""One interface for AGCAM and every baseline (the registry of names is :mod:`agcam.registry`).
 
 ``explain(images[B, 3, H, W], target=None) -> (predictions[B], maps[B, grid_h, grid_w])``: raw maps
 on the model's patch grid, no upsampling or normalisation (see :mod:`agcam.maps` for those).

@@ -11,7 +11,8 @@ Its ``pretrained_cfg`` carries the input size, the mean and std (0.5, the paper'
 file, so timm's own pretrained mechanism loads the committed weights without a network:
 
     create_model("vit_agcam_learnt")                          # the committed weights
-    python localization.py --model vit_agcam_learnt --data_root samples/synthetic/ILSVRC
+    python localization.py --model vit_agcam_learnt --dataset synthetic \
+        --data_root samples/synthetic/ILSVRC
     --model vit_agcam_learnt --checkpoint other.safetensors   # other weights of the same shape
 
 Class ``i`` is ``agcam.datasets.synthetic.CLASSES[i]`` (the held-out set stores it under the

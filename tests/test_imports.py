@@ -9,10 +9,9 @@ What counts as "A imports B" (an edge of the graph):
   module ``agcam`` (its ``__init__``); relative imports are resolved; outside modules are left out.
 What does not count: the implicit import of a parent package when a submodule is imported
 (importing ``agcam.registry`` runs ``agcam/__init__.py`` first). The package ``__init__`` files
-are the top of the graph, like timm's ``models/__init__.py``: ``agcam/__init__.py`` imports
-``agcam.method`` and ``baselines`` so that they register themselves; that is the package's
-init, not an edge back from the registry they import. A module of ours that imports one of
-these packages by name (``from agcam import get_explainer``) is an edge to the ``__init__`` and
+are the top of the graph, like timm's ``models/__init__.py``: ``agcam/__init__.py`` is a face
+that hands names on (the methods register themselves when the registry first looks a name
+up). A module of ours that imports one of these packages by name (``from agcam import get_explainer``) is an edge to the ``__init__`` and
 would close a circle through it; the test catches that too.
 
 Packages: every folder with an ``__init__.py`` is a node (``agcam``, ``agcam.cli``,

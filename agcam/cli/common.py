@@ -49,7 +49,7 @@ def add_precision_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                         help="fp32: exact, the released numbers (default); tf32: TF32 matrix "
                              "products on CUDA; bf16: bfloat16 autocast, float32 maps (LRP "
-                             "refuses it); see README.md (GPU)")
+                             "refuses it); see docs/gpu.md")
 
 
 def check_precision_arg(method: str, precision: str) -> None:
@@ -186,7 +186,7 @@ def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
     parser.add_argument("--decode", default="pil", choices=DECODERS,
                         help="pil: the released PIL decode and resize, exact (default); gpu: "
                              "JPEGs decoded (nvJPEG) and resized (antialiased bilinear) on the "
-                             "model's device, faster, not bit-identical (see README.md, GPU)")
+                             "model's device, faster, not bit-identical (see docs/gpu.md)")
     add_precision_arg(parser)
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N images, by name")

@@ -7,7 +7,7 @@ batch on the device with ``torchvision.io.decode_jpeg(..., device=...)`` (nvJPEG
 libjpeg-turbo on the CPU) and resizes it with antialiased bilinear interpolation
 (``torch.nn.functional.interpolate(antialias=True)``, float, rounded to uint8). The pixels are
 close to PIL's, not equal: PIL rounds to 8 bits between its horizontal and vertical passes and
-nvJPEG's IDCT differs from libjpeg's (README.md, GPU, gives the measured difference).
+nvJPEG's IDCT differs from libjpeg's (docs/gpu.md gives the measured difference).
 
 What is not a plain RGB or greyscale JPEG (PNG, CMYK JPEG, a file PIL cannot open), and a JPEG
 the device decoder rejects, takes the released PIL path instead, so every file is handled as

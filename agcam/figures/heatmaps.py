@@ -28,8 +28,12 @@ def _imagenet_info():
 
 def class_names_of(model: nn.Module) -> Optional[Sequence[str]]:
     """The model's own class names (a Hugging Face checkpoint's ``id2label``, kept by
-    :func:`models.transformers.from_transformers` as ``label_names``), or ``None``."""
-    return getattr(model, "label_names", None) or None
+    :func:`models.transformers.from_transformers` as ``label_names``; a registered model's
+    ``pretrained_cfg["label_names"]``, as ``vit_agcam_learnt``'s), or ``None``."""
+    names = getattr(model, "label_names", None)
+    if not names:
+        names = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+    return list(names) if names else None
 
 
 def class_name(index: int, num_classes: int = 1000,

@@ -20,7 +20,7 @@ Root attributes describe the file (:class:`StoreMeta`): format and version, meth
 checkpoint and its SHA-256, timm and torch versions, input size, patch grid (the heatmap
 resolution), mean, std, the batch size the rows were computed with, the ``precision`` of the maps
 (``fp32``, ``tf32``, ``bf16``; a file without it was written at ``fp32``) and ``complete`` (0
-until every row is done). About 151 KB an image against the released 804 KB (18.8%).
+until every row is done).
 
 Why raw maps and not the 224x224 heatmap: ABPC ranks the heatmap's pixels, so it needs the
 heatmap to the last bit; the released heatmap is ``torchvision.transforms.Resize`` of the map

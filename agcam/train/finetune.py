@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="where model.pth, model.json and last.pth go "
                              "(default: ./finetune_<dataset>)")
     add_model_args(parser)
-    group = parser.add_argument_group("recipe (defaults: the one stated in README.md)")
+    group = parser.add_argument_group("recipe (defaults: the one in docs/datasets.md)")
     group.add_argument("--epochs", type=int, default=10)
     group.add_argument("--batch_size", type=int, default=64,
                        help="images per step and process (default: 64)")

@@ -1,6 +1,6 @@
 """Small Pascal VOC 2012 and CUB-200-2011 trees made from the sample photos, for the tests.
 
-    python tests/dataset_fixtures.py OUT      # writes OUT/voc and OUT/cub
+    python -m tests.helpers.datasets OUT      # writes OUT/voc and OUT/cub
 
 The trees have the real layouts and file formats; what each image stands for is in the tables
 below (:data:`VOC_VAL`, :data:`VOC_TRAIN`, :data:`CUB_IMAGES`), with the counts the readers must
@@ -183,7 +183,7 @@ def make_ilsvrc_mirror(root, samples) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python tests/dataset_fixtures.py OUT")
+        sys.exit("usage: python -m tests.helpers.datasets OUT")
     out = Path(sys.argv[1])
     print(make_voc(out / "voc"), make_cub(out / "cub"))
 
