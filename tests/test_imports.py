@@ -11,8 +11,9 @@ What does not count: the implicit import of a parent package when a submodule is
 (importing ``agcam.registry`` runs ``agcam/__init__.py`` first). The package ``__init__`` files
 are the top of the graph, like timm's ``models/__init__.py``: ``agcam/__init__.py`` is a face
 that hands names on (the methods register themselves when the registry first looks a name
-up). A module of ours that imports one of these packages by name (``from agcam import get_explainer``) is an edge to the ``__init__`` and
-would close a circle through it; the test catches that too.
+up). A module of ours that imports one of these packages by name
+(``from agcam import get_explainer``) is an edge to the ``__init__`` and would close a circle
+through it; the test catches that too.
 
 Packages: every folder with an ``__init__.py`` is a node (``agcam``, ``agcam.cli``,
 ``agcam.evaluation``, ..., ``baselines``, ``models``); a module edge ``a -> b`` is a package edge
