@@ -2,8 +2,8 @@
 
 The face of the package: everything a user needs to explain a model is importable from here::
 
-    from agcam import get_explainer, to_heatmap
-    predictions, maps = get_explainer("agcam", model).explain(images)
+    from agcam import create_model, get_explainer, to_heatmap
+    predictions, maps = get_explainer("agcam", create_model()).explain(images)
 
 The methods (``agcam.method`` and the ``baselines`` package) register themselves with
 :mod:`agcam.registry` when it first looks a name up; ``agcam`` does not import ``baselines``.
@@ -11,13 +11,9 @@ The methods (``agcam.method`` and the ``baselines`` package) register themselves
 from agcam.explainer import Explainer, Explanation
 from agcam.maps import to_heatmap
 from agcam.method import AGCAM
-from agcam.registry import (
-                            available_methods,
-                            get_explainer,
-                            method_label,
-                            ordered_methods,
-                            register,
-)
+from agcam.registry import available_methods, get_explainer, method_label, ordered_methods, register
+from models.vit import build_transform, create_model, load_image
 
-__all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "get_explainer",
-           "method_label", "ordered_methods", "register", "to_heatmap"]
+__all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "build_transform",
+           "create_model", "get_explainer", "load_image", "method_label", "ordered_methods",
+           "register", "to_heatmap"]

@@ -1,4 +1,5 @@
-"""The attention-exposing timm Vision Transformer that every explainer runs on."""
+"""The attention-exposing timm Vision Transformer that every explainer runs on, and model loading
+(timm names and checkpoints, Hugging Face checkpoints, the learnt model)."""
 from models import learnt  # noqa: F401  (registers vit_agcam_learnt with timm)
 from models.attention import AttentionRecord, AttentionRecorder, AttentionRecordingError
 from models.transformers import (
@@ -14,6 +15,7 @@ from models.vit import (
                                  build_transform,
                                  create_model,
                                  load_checkpoint,
+                                 load_image,
                                  model_geometry,
 )
 
@@ -29,6 +31,7 @@ __all__ = [
     "create_model",
     "from_transformers",
     "load_checkpoint",
+    "load_image",
     "load_timm_checkpoint",
     "model_geometry",
     "save_timm_checkpoint",
