@@ -6,6 +6,9 @@ named, so a figure, a metric and a stored file say which one they used:
 * ``"localization"``: ``F.interpolate(mode="bilinear", align_corners=False)`` then per-map min-max,
   as the released ``localization.py`` (and Chefer's perturbation and segmentation tests, whose
   bilinear upsampling by the patch size is the same operation);
+* ``"chefer"``: Chefer's perturbation test and RISE's insertion/deletion here; numerically
+  ``"localization"`` (upsampling by the patch size is upsampling to the input size), named apart
+  so that their outputs say which protocol they follow;
 * ``"abpc"``: the same with ``antialias=True``, what ``torchvision.transforms.Resize`` computes in
   the released ``save_h5.py`` (the same weights when upsampling, other float rounding);
 * :func:`wsol_scoremap`, wsolevaluation's score map (MaxBoxAcc): one map in float64, bicubic
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 #: recipe name -> whether the bilinear upsampling is antialiased
-RECIPES = {"localization": False, "abpc": True}
+RECIPES = {"localization": False, "chefer": False, "abpc": True}
 
 
 def upsample(maps: torch.Tensor, size: Tuple[int, int], antialias: bool = False) -> torch.Tensor:
