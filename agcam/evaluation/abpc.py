@@ -1,4 +1,5 @@
-"""ABPC, the area between the perturbation curves (the paper's Table 3), batched.
+"""ABPC, the area between the perturbation curves (the paper's Table 3), batched: a setting of the
+perturbation engine (:func:`abpc_tests`, :mod:`agcam.evaluation.curves`).
 
 For an image ``x`` (normalised model input), its heatmap ``m`` (``H x W``) and label ``y``: at
 step ``f = i / 10``, ``i = 0..10``, ``k = int(H * W * f)`` pixels are set to 0 in every channel
@@ -37,15 +38,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from agcam.precision import precision as precision_context
-from models.inference import class_token_logits
+from agcam.evaluation.curves import (NormalizedConstant, PerturbationTest, Ranking, Steps,
+                                     perturbation_curves)
 
 NUM_STEPS = 11
 #: the removed fractions 0.0, 0.1, ..., 1.0
 STEPS: Tuple[float, ...] = tuple(i / (NUM_STEPS - 1) for i in range(NUM_STEPS))
 #: added to the heatmap before ranking (see the module docstring)
 RANK_OFFSET = 1.0
-MORF, LERF = 0, 1
+MORF, LERF = 0, 1     # row order of the benchmark's [2, NUM_STEPS] curves
 
 
 def pixel_counts(num_pixels: int, steps: Sequence[float] = STEPS) -> List[int]:
@@ -53,68 +54,27 @@ def pixel_counts(num_pixels: int, steps: Sequence[float] = STEPS) -> List[int]:
     return [int(num_pixels * f) for f in steps]
 
 
+def abpc_tests() -> List[PerturbationTest]:
+    """ABPC as settings of the perturbation engine: MoRF and LeRF, steps :data:`STEPS`, the
+    released ``topk(m + 1)`` ranking, removed pixels set to 0 in normalised space, scored by the
+    softmax probability of the label."""
+    ranking = Ranking("topk", offset=RANK_OFFSET)
+    return [PerturbationTest(name, Steps(fractions=STEPS), most_relevant=name == "morf",
+                             ranking=ranking, start=None, finish=NormalizedConstant(0.0),
+                             score="probability", target="label")
+            for name in ("morf", "lerf")]
+
+
 def removal_mask(heatmaps: torch.Tensor, k: int, most_relevant: bool) -> torch.Tensor:
     """``[B, H*W]`` bool: the ``k`` pixels of each heatmap that MoRF (``most_relevant``) or LeRF
     removes, ranked as released (module docstring). ``heatmaps``: ``[B, H*W]`` float32, CPU."""
-    batch, num_pixels = heatmaps.shape
-    mask = torch.zeros(batch, num_pixels, dtype=torch.bool)
-    if k <= 0:
-        return mask
-    if k >= num_pixels:
-        return mask.fill_(True)
-    keys = heatmaps.to("cpu", torch.float32) + RANK_OFFSET
-    indices = torch.topk(keys, k, dim=1, largest=most_relevant, sorted=False).indices
-    return mask.scatter_(1, indices, True)
+    return Ranking("topk", offset=RANK_OFFSET).masks(heatmaps, most_relevant).mask(k)
 
 
 def perturb(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Set the masked pixels (``[B, H*W]``) to 0 in every channel of ``[B, C, H, W]`` images."""
     batch, _, height, width = images.shape
     return images.masked_fill(mask.to(images.device).view(batch, 1, height, width), 0.0)
-
-
-class _ForwardQueue:
-    """Collects perturbed images and runs the model on them ``batch_size`` at a time, writing
-    each softmax probability of the label to ``(row, curve, step)`` of ``out``."""
-
-    def __init__(self, model: nn.Module, batch_size: int, out: Dict[int, np.ndarray],
-                 precision: str = "fp32"):
-        self.model = model
-        self.precision = precision
-        self.batch_size = max(1, int(batch_size))
-        self.out = out            # row -> [2, NUM_STEPS] float64
-        self.images: List[torch.Tensor] = []
-        self.targets: List[Tuple[torch.Tensor, List[Tuple[int, Tuple[int, ...], int]]]] = []
-        self.pending = 0
-        self.forward_passes = 0
-
-    def add(self, images: torch.Tensor, labels: torch.Tensor, rows: Sequence[int],
-            curves: Tuple[int, ...], step: int) -> None:
-        self.images.append(images)
-        self.targets.append((labels, [(row, curves, step) for row in rows]))
-        self.pending += images.shape[0]
-        while self.pending >= self.batch_size:
-            self._run(self.batch_size)
-
-    def flush(self) -> None:
-        while self.pending:
-            self._run(min(self.pending, self.batch_size))
-
-    def _run(self, count: int) -> None:
-        images = torch.cat(self.images) if len(self.images) > 1 else self.images[0]
-        labels = torch.cat([t[0] for t in self.targets])
-        where = [w for t in self.targets for w in t[1]]
-        with torch.inference_mode(), precision_context(self.precision, images.device.type):
-            probs = class_token_logits(self.model, images[:count]).float().softmax(dim=1)
-            chosen = probs.gather(1, labels[:count].to(probs.device)[:, None])[:, 0]
-        for (row, curves, step), p in zip(where[:count], chosen.cpu().tolist()):
-            for curve in curves:
-                self.out[row][curve, step] = p
-        self.forward_passes += count
-        rest = images.shape[0] - count
-        self.images = [images[count:]] if rest else []
-        self.targets = [(labels[count:], where[count:])] if rest else []
-        self.pending = rest
 
 
 @dataclass
@@ -137,73 +97,23 @@ class Curves:
 def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
                 progress: bool = False, total: Optional[int] = None,
                 precision: str = "fp32") -> Curves:
-    """LeRF and MoRF curves of every image in ``batches``.
+    """LeRF and MoRF curves of every image in ``batches``: :func:`abpc_tests` run by
+    :func:`agcam.evaluation.curves.perturbation_curves`.
 
     ``batches`` yields objects with ``names``, ``labels`` ``[B]``, ``images`` ``[B, 3, H, W]``
     (normalised model input) and ``heatmaps`` ``[B, H, W]`` (e.g.
     :meth:`agcam.store.StoreReader.batches`), and optionally ``indices``. ``batch_size`` is the
     number of perturbed images per forward pass; ``precision`` that of the forward passes
-    (:mod:`agcam.precision`; the probabilities are float32 either way).
+    (:mod:`agcam.precision`; the probabilities are float32 either way). The clean image goes
+    through the queue with the perturbed ones (no separate clean pass), step by step, MoRF
+    before LeRF: the same batches, hence the same bits, as before the engine.
     """
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    was_training = model.training
-    model.eval()
-    out: Dict[int, np.ndarray] = {}
-    names: List[str] = []
-    labels: List[int] = []
-    indices: List[int] = []
-    queue = _ForwardQueue(model, batch_size, out, precision)
-    blank: Optional[torch.Tensor] = None
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="img", desc="ABPC")
-    try:
-        for batch in batches:
-            images = batch.images.to(device=device, dtype=dtype)
-            count, _, height, width = images.shape
-            heatmaps = batch.heatmaps.reshape(count, -1).to("cpu", torch.float32)
-            if heatmaps.shape[1] != height * width:
-                raise ValueError(f"heatmaps {tuple(batch.heatmaps.shape[1:])} do not match the "
-                                 f"images {(height, width)}")
-            batch_labels = torch.as_tensor(batch.labels, dtype=torch.long).reshape(-1)
-            rows = list(range(len(names), len(names) + count))
-            for row in rows:
-                out[row] = np.full((2, NUM_STEPS), np.nan)
-            names.extend(batch.names)
-            labels.extend(int(v) for v in batch_labels)
-            indices.extend(getattr(batch, "indices", rows))
-            counts = pixel_counts(height * width)
-            if blank is None:
-                # Step 1.0 removes every pixel: the same all-zero input for every image.
-                with torch.inference_mode(), precision_context(precision, device.type):
-                    blank = class_token_logits(
-                        model, torch.zeros(1, 3, height, width, device=device, dtype=dtype)
-                    ).float().softmax(dim=1)[0].cpu()
-                queue.forward_passes += 1
-            for step, k in enumerate(counts):
-                if k == 0:
-                    queue.add(images, batch_labels, rows, (MORF, LERF), step)
-                elif k >= height * width:
-                    for row, label in zip(rows, batch_labels.tolist()):
-                        out[row][:, step] = float(blank[label])
-                else:
-                    for curve in (MORF, LERF):
-                        mask = removal_mask(heatmaps, k, most_relevant=curve == MORF)
-                        queue.add(perturb(images, mask), batch_labels, rows, (curve,), step)
-            if bar is not None:
-                bar.update(count)
-        queue.flush()
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    order = range(len(names))
-    lerf = np.stack([out[r][LERF] for r in order]) if names else np.zeros((0, NUM_STEPS))
-    morf = np.stack([out[r][MORF] for r in order]) if names else np.zeros((0, NUM_STEPS))
-    return Curves(names=names, labels=labels, lerf=lerf, morf=morf,
-                  forward_passes=queue.forward_passes, indices=list(indices))
+    results = perturbation_curves(model, batches, abpc_tests(), batch_size=batch_size,
+                                  precision=precision, clean_forward=False, progress=progress,
+                                  total=total, desc="ABPC")
+    return Curves(names=results.names, labels=results.labels, lerf=results.curves["lerf"],
+                  morf=results.curves["morf"], forward_passes=results.forward_passes,
+                  indices=results.indices)
 
 
 def merge_curves(parts: Sequence[Curves]) -> Curves:
