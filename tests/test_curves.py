@@ -269,3 +269,32 @@ def test_engine_refuses_what_it_cannot_do():
         PerturbationTest("x", Steps(stride=1), start=None, finish=None)
     with pytest.raises(ValueError, match="score"):
         PerturbationTest("x", Steps(stride=1), score="logit")
+
+
+# ------------------------------------------------------------------------ ABPC, a setting
+
+def test_abpc_setting_equals_the_released_loop_in_float64(golden_model64):
+    """ABPC through the engine (:func:`agcam.abpc.abpc_tests`) against the released procedure
+    written out with its own pieces: 22 single-image forward passes, ``topk(m + 1)`` per step,
+    removed pixels 0; float64, where only the procedure can differ."""
+    from agcam.abpc import NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
+    from agcam.store import open_store
+    from tests.conftest import GOLDEN
+    with open_store(str(GOLDEN / "h5" / "ILSVRC_rollout.hdf5")) as store:
+        batches = list(store.batches(4, (0.5,) * 3, (0.5,) * 3))
+    for b in batches:
+        b.images = b.images.double()
+    curves = abpc_curves(golden_model64, batches, batch_size=9)
+    row = 0
+    for b in batches:
+        for image, heatmap, label in zip(b.images, b.heatmaps, b.labels.tolist()):
+            for curve, most in ((curves.morf, True), (curves.lerf, False)):
+                expected = []
+                for k in pixel_counts(224 * 224):
+                    x = perturb(image[None], removal_mask(heatmap.reshape(1, -1), k, most))
+                    with torch.no_grad():
+                        expected.append(float(golden_model64(x).softmax(1)[0, label]))
+                np.testing.assert_allclose(curve[row], expected, rtol=0, atol=1e-12)
+            row += 1
+    assert row == 6 and curves.lerf.shape == (6, NUM_STEPS)
+    assert curves.forward_passes == 6 * 19 + 1
