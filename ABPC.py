@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -63,10 +64,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None):
+def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None,
+                       target: Optional[str] = "label"):
     """The store of ``method`` the flags name, checked for everything but the model
     (UsageError otherwise). ``args.dataset`` becomes the data set the file records when
-    ``--dataset`` was not given."""
+    ``--dataset`` was not given. ``target``: the class its maps must explain (``None``: any)."""
     from agcam.store import open_store, store_path
     spec = dataset_from_args(argparse.Namespace(dataset=given_dataset or "ilsvrc"))
     if args.h5_file is not None:
@@ -86,6 +88,10 @@ def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None
             raise UsageError(f"{path} holds the {recorded} data set, not --dataset "
                              f"{given_dataset}")
         args.dataset = given_dataset or recorded or "ilsvrc"
+        recorded_target = store.meta.target if store.meta is not None else "label"
+        if target is not None and recorded_target != target:
+            raise UsageError(f"{path} holds maps of the {recorded_target} class; ABPC needs "
+                             f"the {target}'s (write it with save_h5.py --target {target})")
         store.check_complete()
     except BaseException:
         store.close()
@@ -93,8 +99,9 @@ def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None
     return store
 
 
-def open_checked_stores(args: argparse.Namespace) -> list:
-    """Every store the flags name, all checked before the model is made."""
+def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label") -> list:
+    """Every store the flags name, all checked before the model is made (``target``: see
+    :func:`open_checked_store`)."""
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
     args.methods = resolve_methods(args.method, args.precision)
@@ -105,7 +112,7 @@ def open_checked_stores(args: argparse.Namespace) -> list:
     given_dataset = args.dataset
     try:
         for method in args.methods:
-            stores.append(open_checked_store(args, method, given_dataset))
+            stores.append(open_checked_store(args, method, given_dataset, target))
     except BaseException:
         for store in stores:
             store.close()

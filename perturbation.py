@@ -77,8 +77,7 @@ def check_tests(args: argparse.Namespace) -> None:
 
 def store_target(store) -> str:
     """The class the store's maps explain: recorded, else ``label`` (the released save_h5.py)."""
-    meta = store.meta
-    return (getattr(meta, "target", "") or "label") if meta is not None else "label"
+    return store.meta.target if store.meta is not None else "label"
 
 
 def check_target(store, tests) -> str:
@@ -97,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
     from agcam import distributed
 
     check_tests(args)
-    stores = open_checked_stores(args)
+    stores = open_checked_stores(args, target=None)     # checked per test below
     try:
         targets = [check_target(store, args.test) for store in stores]
         spec = dataset_from_args(args)

@@ -1,12 +1,15 @@
-"""Explain every validation image's label class into an HDF5 store, for ABPC.py.
+"""Explain every validation image's label class (or predicted class) into an HDF5 store, for
+ABPC.py and perturbation.py.
 
     python save_h5.py --method agcam --save_root ./saveroot --data_root ./ILSVRC
     python save_h5.py --dataset cub --data_root ./CUB --checkpoint cub_vit/model.pth
+    python save_h5.py --method all --target predicted --save_root ./saveroot_top
 
 Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``; one
 file per method with ``--method agcam gae`` or ``--method all``, from one pass over the data): per
 image the label, the resized image before normalisation (uint8) and the raw map of the label
-class, from which the released heatmap is recomputed exactly (``--layout released`` writes the
+class (``--target predicted``: of the model's top-1 class, for perturbation.py's insertion and
+deletion and Chefer's "top" variant; the file records its target), from which the released heatmap is recomputed exactly (``--layout released`` writes the
 authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
 ``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N
 save_h5.py ...``. See docs/faithfulness.md and docs/store.md.
@@ -32,6 +35,7 @@ from agcam.cli.common import (
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 LAYOUTS = ("compact", "released")
+TARGETS = ("label", "predicted")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,6 +54,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", default="compact", choices=LAYOUTS,
                         help="compact: our resumable uint8 + raw-map layout (default); "
                              "released: the authors' float32 groups image/cam/label")
+    parser.add_argument("--target", default="label", choices=TARGETS,
+                        help="the class each map explains: label (as released; ABPC and "
+                             "Chefer's 'target' test) or predicted (the model's top-1; "
+                             "insertion/deletion and Chefer's 'top' test); recorded in the file "
+                             "(default: label)")
     add_model_args(parser)
     add_run_args(parser)
     return parser
@@ -85,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
                           store_path(args.save_root, method, spec.prefix),
                           store_meta(method, model, args.model, args.checkpoint,
                                      args.batch_size, dataset=spec.name,
-                                     precision=args.precision))
+                                     precision=args.precision, target=args.target))
                 for method in args.methods]
         all_stats = export_stores(jobs, make_dataset(samples, model, keep_image=True,
                                                      decode=args.decode),

@@ -44,11 +44,22 @@ def label_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def predicted_root(tmp_path_factory):
+    """Compact stores of the predicted class's maps (``save_h5.py --target predicted``)."""
+    root = tmp_path_factory.mktemp("predicted")
+    argv = ["--method", *METHODS, "--data_root", str(GOLDEN_ILSVRC), "--save_root", str(root),
+            "--num_workers", "0", "--target", "predicted"] + MODEL_ARGS
+    assert script_entry(save_h5.get_args_parser, save_h5.main)(argv) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
 def golden_rows(label_root):
     """``(u8 images, labels, raw maps)`` of the agcam store."""
     with open_store(str(label_root / "ILSVRC_agcam.hdf5")) as store:
-        return (torch.from_numpy(store._file["images"][()]), list(store.labels),
-                torch.from_numpy(store._file["maps"][()]))
+        batch = next(store.batches(6, (0.0,) * 3, (1.0,) * 3))
+        u8 = (batch.images * 255).round().to(torch.uint8)
+        return u8, list(store.labels), torch.from_numpy(store.raw_maps(range(6)))
 
 
 class Batch:
@@ -232,3 +243,60 @@ def test_summarize_refuses_an_unknown_convention(golden_model, golden_rows):
                               [chefer_test("positive", MEAN, STD)])
     with pytest.raises(ValueError, match="convention"):
         summarize(out, "agcam", "label", auc_convention="simpson")
+
+
+# ------------------------------------------------------------------------ save_h5 --target
+
+def test_save_h5_target_is_recorded_and_explains_that_class(label_root, predicted_root,
+                                                             golden_model):
+    from agcam import get_explainer
+    with open_store(str(label_root / "ILSVRC_agcam.hdf5")) as label_store, \
+            open_store(str(predicted_root / "ILSVRC_agcam.hdf5")) as top_store:
+        assert label_store.meta.target == "label" and top_store.meta.target == "predicted"
+        label_maps, top_maps = label_store.raw_maps(range(6)), top_store.raw_maps(range(6))
+        inputs = next(top_store.batches(6, MEAN, STD)).images
+    predictions, expected = get_explainer("agcam", golden_model).explain(inputs)
+    assert predictions.tolist() == [label_store.labels[i] for i in range(5)] + \
+        [label_store.labels[5] - 1]                          # the sixth is mislabelled
+    np.testing.assert_allclose(top_maps, expected.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(top_maps[:5], label_maps[:5])    # same class: same maps
+    assert not np.allclose(top_maps[5], label_maps[5])
+
+
+def test_resuming_with_another_target_is_refused(label_root, tmp_path, capsys):
+    import shutil
+    shutil.copy(label_root / "ILSVRC_agcam.hdf5", tmp_path / "ILSVRC_agcam.hdf5")
+    argv = ["--method", "agcam", "--data_root", str(GOLDEN_ILSVRC), "--save_root",
+            str(tmp_path), "--num_workers", "0", "--target", "predicted"] + MODEL_ARGS
+    assert script_entry(save_h5.get_args_parser, save_h5.main)(argv) == 2
+    assert "target 'label' (this run: 'predicted')" in capsys.readouterr().err
+
+
+def test_abpc_refuses_a_predicted_store(predicted_root, capsys):
+    import ABPC
+    argv = ["--method", "agcam", "--h5_root", str(predicted_root)] + MODEL_ARGS
+    assert script_entry(ABPC.get_args_parser, ABPC.main)(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "predicted class" in err[0] and "ABPC needs" in err[0]
+
+
+def test_script_runs_every_test_on_a_predicted_store(predicted_root, capsys):
+    argv = ["--method", *METHODS, "--h5_root", str(predicted_root), "--test", "positive",
+            "negative", "insertion", "deletion", "--file", "True", "--csv", "True"] + MODEL_ARGS
+    assert run_script(argv) == 0
+    out = capsys.readouterr().out
+    assert "insertion (Petsiuk et al. 2018, RISE)" in out and "deletion" in out
+    # per image: 1 clean + 9 + 9 (Chefer) + 28 (insertion) + 27 (deletion), + 1 for the run
+    assert f"{(6 * 74 + 1) / 6:.2f} forward passes per image" in out
+    for method in METHODS:
+        saved = json.loads((predicted_root / f"ILSVRC_{method}_perturbation.json").read_text())
+        assert saved["target"] == "predicted"
+        assert list(saved["tests"]) == ["positive", "negative", "insertion", "deletion"]
+        for test in ("insertion", "deletion"):
+            entry = saved["tests"][test]
+            assert len(entry["curve"]) == 29 and entry["pixels"][-1] == 224 * 224
+            assert entry["steps"][0] == 0.0 and entry["steps"][-1] == 1.0
+            assert entry["auc"] == pytest.approx(sklearn_auc(entry["steps"], entry["curve"]),
+                                                 abs=1e-12)
+        # insertion ends on the clean image, deletion starts there: the same probability
+        assert saved["tests"]["insertion"]["curve"][-1] == saved["tests"]["deletion"]["curve"][0]

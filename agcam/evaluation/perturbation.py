@@ -90,18 +90,13 @@ def make_tests(names: Sequence[str], mean: Sequence[float], std: Sequence[float]
     return out
 
 
-def raw_maps(store, rows: Sequence[int]) -> np.ndarray:
-    """The raw ``[n, h, w]`` float32 maps of ``rows`` of a compact store."""
-    return np.asarray(store._file["maps"][list(rows)], dtype=np.float32)
-
-
 def heatmap_batches(store, batch_size: int, mean: Sequence[float], std: Sequence[float],
                     indices: Optional[Sequence[int]] = None) -> Iterator:
     """The store's batches with Chefer's heatmap recomputed from the raw maps (compact layout);
     the released layout keeps no raw map, only its antialiased heatmap, which is used as is."""
     for batch in store.batches(batch_size, mean, std, indices):
         if store.layout == "compact":
-            maps = torch.from_numpy(raw_maps(store, batch.indices))
+            maps = torch.from_numpy(store.raw_maps(batch.indices))
             batch.heatmaps = to_heatmap(maps, store.image_size, recipe=HEATMAP_RECIPE)
         yield batch
 

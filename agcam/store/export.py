@@ -48,8 +48,9 @@ class _UnitResult:
     errors: List[str]
 
 
-def explain_unit(explainer: Explainer, batch: dict) -> _UnitResult:
-    """Raw maps of the label class for the decodable images of one loader batch."""
+def explain_unit(explainer: Explainer, batch: dict, target: str = "label") -> _UnitResult:
+    """Raw maps of the label class (``target="label"``) or of the predicted one
+    (``"predicted"``) for the decodable images of one loader batch."""
     valid = batch["valid"].numpy().astype(bool)
     grid_h, grid_w = explainer.geometry.grid
     maps = np.zeros((len(valid), grid_h, grid_w), dtype=np.float32)
@@ -59,7 +60,7 @@ def explain_unit(explainer: Explainer, batch: dict) -> _UnitResult:
         if not valid.all():
             keep = torch.from_numpy(valid)
             inputs, labels = inputs[keep.to(inputs.device)], labels[keep]
-        _, raw = explainer.explain(inputs, target=labels)
+        _, raw = explainer.explain(inputs, target=labels if target == "label" else None)
         maps[valid] = raw.detach().float().cpu().numpy()
     return _UnitResult(indices=batch["index"].tolist(), images=batch["image"].numpy(),
                        maps=maps, valid=valid, errors=list(batch["error"]))
@@ -179,7 +180,7 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
         for _ in range(rounds):
             batch = next(loader, None)
             results = [] if batch is None else \
-                [(j, explain_unit(jobs[j].explainer, batch))
+                [(j, explain_unit(jobs[j].explainer, batch, jobs[j].meta.target))
                  for j in needed[tuple(batch["index"].tolist())]]
             gathered = gather_to_main(results, ctx)
             if not ctx.is_main:
@@ -205,7 +206,7 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
 def store_meta(method: str, model: torch.nn.Module, model_name: str,
                checkpoint: Optional[str], batch_size: int,
                checkpoint_sha256: Optional[str] = None, dataset: str = "ilsvrc",
-               precision: str = "fp32") -> StoreMeta:
+               precision: str = "fp32", target: str = "label") -> StoreMeta:
     """The self-description of a store written with ``model``."""
     import timm
 
@@ -219,5 +220,5 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
                      checkpoint=os.path.basename(checkpoint) if checkpoint else "",
                      checkpoint_sha256=digest, timm_version=timm.__version__,
                      torch_version=str(torch.__version__), dataset=dataset,
-                     precision=precision)
+                     precision=precision, target=target)
 

@@ -19,8 +19,9 @@ file's structure (a ``kill -9`` cannot leave it unreadable):
 Root attributes describe the file (:class:`StoreMeta`): format and version, method, model,
 checkpoint and its SHA-256, timm and torch versions, input size, patch grid (the heatmap
 resolution), mean, std, the batch size the rows were computed with, the ``precision`` of the maps
-(``fp32``, ``tf32``, ``bf16``; a file without it was written at ``fp32``) and ``complete`` (0
-until every row is done).
+(``fp32``, ``tf32``, ``bf16``; a file without it was written at ``fp32``), the ``target``
+whose maps it holds (``label``, as released, or ``predicted``: the model's top-1; a file without
+it holds the label's) and ``complete`` (0 until every row is done).
 
 Why raw maps and not the 224x224 heatmap: ABPC ranks the heatmap's pixels, so it needs the
 heatmap to the last bit; the released heatmap is ``torchvision.transforms.Resize`` of the map
@@ -126,6 +127,8 @@ class StoreMeta:
     dataset: str = ""
     #: the precision the maps were computed at (agcam.precision; files without it: fp32)
     precision: str = "fp32"
+    #: the class the maps explain: "label" (as released) or "predicted" (files without it: label)
+    target: str = "label"
 
     def attrs(self) -> Dict[str, object]:
         out = {"format": FORMAT, "format_version": FORMAT_VERSION, "heatmap": HEATMAP_RECIPE}
@@ -152,12 +155,12 @@ class StoreMeta:
                    checkpoint_sha256=text("checkpoint_sha256"),
                    timm_version=text("timm_version"), torch_version=text("torch_version"),
                    layout=text("layout", "compact"), dataset=text("dataset", ""),
-                   precision=text("precision", "fp32"))
+                   precision=text("precision", "fp32"), target=text("target", "label"))
 
     def differences(self, other: "StoreMeta") -> List[str]:
         """The settings in which ``other`` differs (those that change the stored values)."""
         keys = ("method", "model", "checkpoint_sha256", "input_size", "grid", "mean", "std",
-                "layout", "precision")
+                "layout", "precision", "target")
         mine, theirs = asdict(self), asdict(other)
         out = []
         for key in keys:

@@ -63,6 +63,13 @@ class StoreReader:
                              os.path.basename(self.path))
         return match.group(1) if match else None
 
+    def raw_maps(self, rows: Sequence[int]) -> np.ndarray:
+        """The raw ``[n, h, w]`` float32 maps of ``rows`` (compact layout; the released layout
+        keeps only the heatmap)."""
+        if self.layout != "compact":
+            raise StoreError(f"{self.path}: the released layout keeps no raw maps")
+        return np.asarray(self._file["maps"][list(rows)], dtype=np.float32)
+
     def check_complete(self) -> None:
         if not self.complete:
             raise StoreError(f"{self.path} is incomplete ({self.missing} of {self.num_images} "
