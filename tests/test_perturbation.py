@@ -300,3 +300,19 @@ def test_script_runs_every_test_on_a_predicted_store(predicted_root, capsys):
                                                  abs=1e-12)
         # insertion ends on the clean image, deletion starts there: the same probability
         assert saved["tests"]["insertion"]["curve"][-1] == saved["tests"]["deletion"]["curve"][0]
+
+
+# ------------------------------------------------------------------------------- benchmark
+
+@pytest.mark.slow
+def test_benchmark_counts_forward_passes_and_agrees_with_the_loop(golden_model):
+    from agcam.bench_perturbation import bench_perturbation
+    from tests.conftest import PROBABILITY_ALLOWANCE
+    report = bench_perturbation(golden_model, n_images=1, batch_size=64)
+    expected = {"positive": (10, 10), "negative": (10, 10), "insertion": (29, 30),
+                "deletion": (28 + 1, 30), "all": (74 + 1, 80)}
+    for name, (batched, loop) in expected.items():
+        assert report[name]["forward_passes_per_image"] == batched, name
+        assert report[name]["loop_forward_passes_per_image"] == loop, name
+        # probabilities: float32 rounding of two forward paths; top-1 hits: equal here
+        assert report[name]["max_abs_difference_to_loop"] <= PROBABILITY_ALLOWANCE, name
