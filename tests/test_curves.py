@@ -298,3 +298,20 @@ def test_abpc_setting_equals_the_released_loop_in_float64(golden_model64):
             row += 1
     assert row == 6 and curves.lerf.shape == (6, NUM_STEPS)
     assert curves.forward_passes == 6 * 19 + 1
+
+
+def test_merge_results_orders_by_index_and_skips_empty_parts():
+    from agcam.evaluation.curves import merge_results
+    model = PixelSum(torch.randn(3, 3, 2, 2, generator=torch.Generator().manual_seed(2)))
+    images = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    heat = torch.rand(4, 2, 2, dtype=torch.float64)
+    test = PerturbationTest("d", Steps(stride=2), target="predicted")
+    whole = perturbation_curves(model, [batch(images, heat, [0, 1, 2, 0])], [test])
+    odd = perturbation_curves(model, [batch(images[1::2], heat[1::2], [1, 0], 0)], [test])
+    even = perturbation_curves(model, [batch(images[::2], heat[::2], [0, 2], 0)], [test])
+    odd.indices, even.indices = [1, 3], [0, 2]
+    empty = perturbation_curves(model, [], [test])
+    merged = merge_results([empty, odd, even])
+    assert merged.indices == [0, 1, 2, 3] and merged.labels == [0, 1, 2, 0]
+    np.testing.assert_allclose(merged.curves["d"], whole.curves["d"], rtol=0, atol=1e-15)
+    assert merged.counts == whole.counts and merged.predictions == whole.predictions

@@ -582,7 +582,8 @@ def chefer_auc(curve: Sequence[float], steps: Sequence[float], clean: float,
 
 def merge_results(parts: Sequence[CurveResults]) -> CurveResults:
     """Concatenate results (e.g. of several processes) in the order of their ``indices``."""
-    first = parts[0]
+    # a process with no image has no step counts: describe the run by one that has
+    first = next((p for p in parts if p.num_images), parts[0])
     indices = [i for p in parts for i in p.indices]
     order = np.argsort(np.asarray(indices), kind="stable")
 
@@ -590,7 +591,8 @@ def merge_results(parts: Sequence[CurveResults]) -> CurveResults:
         values = [v for p in parts for v in getattr(p, attr)]
         return [values[i] for i in order]
 
-    curves = {name: np.concatenate([p.curves[name] for p in parts])[order]
+    curves = {name: np.concatenate([p.curves[name] for p in parts if p.num_images]
+                                   or [first.curves[name]])[order]
               for name in first.curves}
     return CurveResults(tests=first.tests, names=cat("names"), labels=cat("labels"),
                         curves=curves, positions=first.positions, counts=first.counts,
