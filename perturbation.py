@@ -19,10 +19,18 @@ import argparse
 import os
 import sys
 
-from agcam.cli import (PAPER_METHODS, UsageError, add_model_args, add_precision_arg,
-                       dataset_from_args, script_entry, start_run, str2bool)
+from agcam.cli.common import (
+    UsageError,
+    add_model_args,
+    add_precision_arg,
+    dataset_from_args,
+    script_entry,
+    start_run,
+    str2bool,
+)
 from agcam.evaluation.curves import CHEFER_AUC
 from agcam.evaluation.perturbation import NEEDED_TARGET, TESTS
+from agcam.registry import paper_methods
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "perturbation", description="Chefer's perturbation test (positive, negative) and "
         "RISE's insertion/deletion of the heatmaps save_h5.py stored.")
     parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s) the files hold: {', '.join(PAPER_METHODS)}, "
+                        help=f"explanation method(s) the files hold: {', '.join(paper_methods())}, "
                              "... (every registered name), several, or all (default: agcam)")
     parser.add_argument("--test", nargs="+", default=["positive", "negative"], metavar="TEST",
                         help=f"the tests: {', '.join(TESTS)} (default: positive negative; "
@@ -129,8 +137,13 @@ def evaluate_store(store, method: str, target: str, spec, model, ctx,
     """Every test of one store; writes what the flags ask; the summary on rank 0."""
     from agcam import distributed
     from agcam.evaluation.curves import merge_results, perturbation_curves
-    from agcam.evaluation.perturbation import (heatmap_batches, make_tests, summarize,
-                                               write_csv, write_json)
+    from agcam.evaluation.perturbation import (
+        heatmap_batches,
+        make_tests,
+        summarize,
+        write_csv,
+        write_json,
+    )
     from models.vit import model_geometry
 
     geometry = model_geometry(model)

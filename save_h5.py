@@ -9,8 +9,9 @@ Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<metho
 file per method with ``--method agcam gae`` or ``--method all``, from one pass over the data): per
 image the label, the resized image before normalisation (uint8) and the raw map of the label
 class (``--target predicted``: of the model's top-1 class, for perturbation.py's insertion and
-deletion and Chefer's "top" variant; the file records its target), from which the released heatmap is recomputed exactly (``--layout released`` writes the
-authors' float32 layout instead). Running the same command after an interruption (Ctrl-C,
+deletion and Chefer's "top" variant; the file records its target), from which the released
+heatmap is recomputed exactly (``--layout released`` writes the authors' float32 layout
+instead). Running the same command after an interruption (Ctrl-C,
 ``kill -9``) continues where it stopped. Several processes: ``torchrun --nproc_per_node N
 save_h5.py ...``. See docs/faithfulness.md and docs/store.md.
 """

@@ -15,6 +15,7 @@ import sys
 
 from agcam.bench import abpc as bench_abpc
 from agcam.bench import methods as bench_methods
+from agcam.bench import perturbation as bench_perturbation
 from agcam.cli import convert, explain
 from agcam.cli.common import run_main
 from agcam.train import finetune
@@ -23,6 +24,7 @@ COMMANDS = {
     "explain": explain,
     "bench": bench_methods,
     "bench-abpc": bench_abpc,
+    "bench-perturbation": bench_perturbation,
     "finetune": finetune,
     "convert": convert,
 }

@@ -11,9 +11,19 @@ import torch
 from sklearn.metrics import auc as sklearn_auc
 from torch import nn
 
-from agcam.evaluation.curves import (Blur, FunctionSubstrate, NormalizedConstant,
-                                     PerturbationTest, Ranking, Steps, UnitConstant, chefer_auc,
-                                     gkern, perturbation_curves, rise_auc)
+from agcam.evaluation.curves import (
+    Blur,
+    FunctionSubstrate,
+    NormalizedConstant,
+    PerturbationTest,
+    Ranking,
+    Steps,
+    UnitConstant,
+    chefer_auc,
+    gkern,
+    perturbation_curves,
+    rise_auc,
+)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -274,12 +284,12 @@ def test_engine_refuses_what_it_cannot_do():
 # ------------------------------------------------------------------------ ABPC, a setting
 
 def test_abpc_setting_equals_the_released_loop_in_float64(golden_model64):
-    """ABPC through the engine (:func:`agcam.abpc.abpc_tests`) against the released procedure
-    written out with its own pieces: 22 single-image forward passes, ``topk(m + 1)`` per step,
-    removed pixels 0; float64, where only the procedure can differ."""
-    from agcam.abpc import NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
+    """ABPC through the engine (:func:`agcam.evaluation.abpc.abpc_tests`) against the released
+    procedure written out with its own pieces: 22 single-image forward passes, ``topk(m + 1)``
+    per step, removed pixels 0; float64, where only the procedure can differ."""
+    from agcam.evaluation.abpc import NUM_STEPS, abpc_curves, perturb, pixel_counts, removal_mask
     from agcam.store import open_store
-    from tests.conftest import GOLDEN
+    from tests.helpers import GOLDEN
     with open_store(str(GOLDEN / "h5" / "ILSVRC_rollout.hdf5")) as store:
         batches = list(store.batches(4, (0.5,) * 3, (0.5,) * 3))
     for b in batches:

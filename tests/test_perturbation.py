@@ -14,14 +14,19 @@ from sklearn.metrics import auc as sklearn_auc
 
 import perturbation as script
 import save_h5
-from agcam.cli import script_entry
+from agcam.cli.common import script_entry
 from agcam.datasets.common import normalize_images
 from agcam.evaluation.curves import gkern, perturbation_curves
-from agcam.evaluation.perturbation import (CHEFER_STEPS, chefer_test, make_tests, rise_test,
-                                           summarize)
+from agcam.evaluation.perturbation import (
+    CHEFER_STEPS,
+    chefer_test,
+    make_tests,
+    rise_test,
+    summarize,
+)
 from agcam.maps import to_heatmap
 from agcam.store import open_store
-from tests.conftest import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
+from tests.helpers import GOLDEN_ILSVRC, GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS
 
 MEAN = STD = (0.5, 0.5, 0.5)
 MODEL_ARGS = ["--model", GOLDEN_MODEL_NAME, "--checkpoint", str(GOLDEN_WEIGHTS), "--device",
@@ -306,8 +311,8 @@ def test_script_runs_every_test_on_a_predicted_store(predicted_root, capsys):
 
 @pytest.mark.slow
 def test_benchmark_counts_forward_passes_and_agrees_with_the_loop(golden_model):
-    from agcam.bench_perturbation import bench_perturbation
-    from tests.conftest import PROBABILITY_ALLOWANCE
+    from agcam.bench.perturbation import bench_perturbation
+    from tests.helpers import PROBABILITY_ALLOWANCE
     report = bench_perturbation(golden_model, n_images=1, batch_size=64)
     expected = {"positive": (10, 10), "negative": (10, 10), "insertion": (29, 30),
                 "deletion": (28 + 1, 30), "all": (74 + 1, 80)}

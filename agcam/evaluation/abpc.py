@@ -38,8 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from agcam.evaluation.curves import (NormalizedConstant, PerturbationTest, Ranking, Steps,
-                                     perturbation_curves)
+from agcam.evaluation.curves import (
+    NormalizedConstant,
+    PerturbationTest,
+    Ranking,
+    Steps,
+    perturbation_curves,
+)
 
 NUM_STEPS = 11
 #: the removed fractions 0.0, 0.1, ..., 1.0

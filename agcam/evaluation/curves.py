@@ -24,9 +24,10 @@ model once: the clean image once per image, the all-substrate image once per ima
 the image) or once per run (a constant).
 
 Provenance of the settings (docs/faithfulness.md): ABPC, the paper's Table 3
-(:mod:`agcam.abpc`); Chefer et al. (CVPR 2021), ``baselines/ViT/pertubation_eval_from_hdf5.py``
-of hila-chefer/Transformer-Explainability; Petsiuk et al. (BMVC 2018), ``evaluation.py``
-(``CausalMetric``, ``gkern``, ``auc``) of eclique/RISE.
+(:mod:`agcam.evaluation.abpc`); Chefer et al. (CVPR 2021),
+``baselines/ViT/pertubation_eval_from_hdf5.py`` of hila-chefer/Transformer-Explainability;
+Petsiuk et al. (BMVC 2018), ``evaluation.py`` (``CausalMetric``, ``gkern``, ``auc``) of
+eclique/RISE.
 """
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ class Ranking:
     ``rule="topk"``: each step's set is ``torch.topk(h + offset, k, largest=most_relevant)`` of
     the flattened heatmap in float32 on the CPU, one call per step, so the sets of two steps are
     not always nested where values tie; ties are broken by the CPU ``topk`` kernel. ABPC's
-    released ranking is ``offset=1`` (:mod:`agcam.abpc`: values closer than 2^-23 tie); Chefer's
-    script calls ``topk`` per step too, on the raw heatmap (``offset=0``) and on its negation for
-    the negative test, on the GPU, whose tie order is its own.
+    released ranking is ``offset=1`` (:mod:`agcam.evaluation.abpc`: values closer than 2^-23
+    tie); Chefer's script calls ``topk`` per step too, on the raw heatmap (``offset=0``) and on
+    its negation for the negative test, on the GPU, whose tie order is its own.
 
     ``rule="sort"``: one order per image, a stable sort of the heatmap (descending for most
     relevant first, ascending for least), ties in increasing row-major pixel index; step ``k``

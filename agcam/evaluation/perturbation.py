@@ -28,9 +28,18 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from agcam.evaluation.curves import (CHEFER_AUC, Blur, CurveResults, NormalizedConstant,
-                                     PerturbationTest, Ranking, Steps, UnitConstant, chefer_auc,
-                                     rise_auc)
+from agcam.evaluation.curves import (
+    CHEFER_AUC,
+    Blur,
+    CurveResults,
+    NormalizedConstant,
+    PerturbationTest,
+    Ranking,
+    Steps,
+    UnitConstant,
+    chefer_auc,
+    rise_auc,
+)
 from agcam.maps import to_heatmap
 
 TESTS = ("positive", "negative", "insertion", "deletion")

@@ -7,8 +7,8 @@ forward pass per image and test, then one single-image forward pass per step), a
 turns within each repeat (median over repeats), on random images and heatmaps; the curves of
 both are compared.
 
-    python -m agcam.bench_perturbation [--model vit_base_patch16_224] [--images 8]
-                                       [--batch_size 64] [--repeats 1] [--device cpu]
+    agcam bench-perturbation [--model vit_base_patch16_224] [--images 8]
+                             [--batch_size 64] [--repeats 1] [--device cpu]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agcam.bench_abpc import random_batches
+from agcam.bench.abpc import random_batches
 from agcam.evaluation.curves import PerturbationTest, perturbation_curves
 from agcam.evaluation.perturbation import TESTS, make_tests
 from agcam.maps import to_heatmap
@@ -108,8 +108,13 @@ def bench_perturbation(model: nn.Module, n_images: int = 8, batch_size: int = 64
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("perturbation benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_arguments(argparse.ArgumentParser(
+        "perturbation benchmark", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """This command's flags (also under ``python -m agcam``/``agcam``)."""
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--batch_size", type=int, default=64)
