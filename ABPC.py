@@ -14,20 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional
-
-import numpy as np
 
 from agcam.cli.common import (
     UsageError,
     add_model_args,
     add_precision_arg,
     dataset_from_args,
-    resolve_methods,
     script_entry,
     start_run,
     str2bool,
 )
+from agcam.cli.stores import check_model, open_checked_stores
 from agcam.datasets import DATASETS
 from agcam.registry import paper_methods
 
@@ -62,84 +59,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
-
-
-def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None,
-                       target: Optional[str] = "label"):
-    """The store of ``method`` the flags name, checked for everything but the model
-    (UsageError otherwise). ``args.dataset`` becomes the data set the file records when
-    ``--dataset`` was not given. ``target``: the class its maps must explain (``None``: any)."""
-    from agcam.store import open_store, store_path
-    spec = dataset_from_args(argparse.Namespace(dataset=given_dataset or "ilsvrc"))
-    if args.h5_file is not None:
-        path, flag = args.h5_file, "--h5_file"
-    else:
-        path, flag = store_path(args.h5_root, method, spec.prefix), "--h5_root"
-        if not os.path.isfile(path):
-            raise UsageError(f"--h5_root {args.h5_root}: no {os.path.basename(path)} there "
-                             f"(write it with: python save_h5.py --dataset {spec.name} "
-                             f"--method {method} --save_root {args.h5_root})")
-    store = open_store(path, flag)
-    try:
-        if store.method is not None and store.method != method:
-            raise UsageError(f"{path} holds {store.method} heatmaps, not --method {method}")
-        recorded = store.meta.dataset if store.meta is not None else ""
-        if given_dataset is not None and recorded and recorded != spec.name:
-            raise UsageError(f"{path} holds the {recorded} data set, not --dataset "
-                             f"{given_dataset}")
-        args.dataset = given_dataset or recorded or "ilsvrc"
-        recorded_target = store.meta.target if store.meta is not None else "label"
-        if target is not None and recorded_target != target:
-            raise UsageError(f"{path} holds maps of the {recorded_target} class; ABPC needs "
-                             f"the {target}'s (write it with save_h5.py --target {target})")
-        store.check_complete()
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label") -> list:
-    """Every store the flags name, all checked before the model is made (``target``: see
-    :func:`open_checked_store`)."""
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    args.methods = resolve_methods(args.method, args.precision)
-    if args.h5_file is not None and len(args.methods) > 1:
-        raise UsageError(f"--h5_file {args.h5_file}: one method only (several methods read "
-                         "--h5_root)")
-    stores = []
-    given_dataset = args.dataset
-    try:
-        for method in args.methods:
-            stores.append(open_checked_store(args, method, given_dataset, target))
-    except BaseException:
-        for store in stores:
-            store.close()
-        raise
-    return stores
-
-
-def check_model(store, model, args: argparse.Namespace) -> None:
-    from models.vit import model_geometry
-    geometry = model_geometry(model)
-    size = tuple(geometry.input_size)
-    if tuple(store.image_size) != size or tuple(store.heatmap_size) != size:
-        raise UsageError(f"{store.path}: images {tuple(store.image_size)} and heatmaps "
-                         f"{tuple(store.heatmap_size)} do not match the model's input {size} "
-                         f"(--model {args.model})")
-    meta = store.meta
-    if meta is not None and meta.model and meta.model != args.model:
-        print(f"warning: {store.path} was written with --model {meta.model}; evaluating with "
-              f"{args.model}", file=sys.stderr)
-    written_at = meta.precision if meta is not None else "fp32"   # the authors' files: fp32
-    if written_at != args.precision:
-        print(f"warning: {store.path} holds maps computed at precision {written_at}; scoring "
-              f"them at --precision {args.precision}", file=sys.stderr)
-    if meta is not None and not (np.allclose(meta.mean, geometry.mean)
-                                 and np.allclose(meta.std, geometry.std)):
-        print(f"warning: {store.path} was written with mean {meta.mean} / std {meta.std}; the "
-              f"model normalises with {geometry.mean} / {geometry.std}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:

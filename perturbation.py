@@ -100,11 +100,11 @@ def check_target(store, tests) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ABPC import check_model, open_checked_stores
     from agcam import distributed
+    from agcam.cli.stores import check_model, open_checked_stores
 
     check_tests(args)
-    stores = open_checked_stores(args, target=None)     # checked per test below
+    stores = open_checked_stores(args, target=None, script="perturbation.py")  # per test below
     try:
         targets = [check_target(store, args.test) for store in stores]
         spec = dataset_from_args(args)
