@@ -321,3 +321,20 @@ def test_benchmark_counts_forward_passes_and_agrees_with_the_loop(golden_model):
         assert report[name]["loop_forward_passes_per_image"] == loop, name
         # probabilities: float32 rounding of two forward paths; top-1 hits: equal here
         assert report[name]["max_abs_difference_to_loop"] <= PROBABILITY_ALLOWANCE, name
+
+
+def test_released_layout_ranks_its_stored_heatmap_with_a_warning(label_root, capsys):
+    """The released layout keeps no raw maps: its antialiased heatmap is ranked instead, which
+    gives the same hits as the compact store here (the same maps, other float rounding)."""
+    from tests.helpers import GOLDEN
+    argv = ["--method", "agcam", "--h5_file", str(GOLDEN / "h5" / "ILSVRC_agcam.hdf5"),
+            "--test", "positive"] + MODEL_ARGS
+    assert run_script(argv) == 0
+    captured = capsys.readouterr()
+    assert "released layout, which keeps no raw maps" in captured.err
+    released_row = [line for line in captured.out.splitlines() if line.startswith("agcam ")]
+    assert run_script(["--method", "agcam", "--h5_root", str(label_root), "--test",
+                       "positive"] + MODEL_ARGS) == 0
+    compact_row = [line for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("agcam ")]
+    assert len(released_row) == 1 and released_row == compact_row
