@@ -1,4 +1,5 @@
-"""visualization.ipynb runs end to end on the small fixture model and draws its figures."""
+"""visualization.ipynb runs end to end and draws its figures: on the small fixture model, and
+offline without the paper's weights, where it falls back to the learnt model."""
 from __future__ import annotations
 
 import json
@@ -34,10 +35,17 @@ def test_notebook_is_committed_without_outputs():
 
 
 @pytest.mark.slow
-def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["fixture", "offline"])
+def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch, model):
     _kernel_in_this_interpreter(tmp_path, monkeypatch)
-    monkeypatch.setenv("AGCAM_MODEL", GOLDEN_MODEL_NAME)
-    monkeypatch.setenv("AGCAM_CHECKPOINT", str(GOLDEN_WEIGHTS))
+    if model == "fixture":
+        monkeypatch.setenv("AGCAM_MODEL", GOLDEN_MODEL_NAME)
+        monkeypatch.setenv("AGCAM_CHECKPOINT", str(GOLDEN_WEIGHTS))
+    else:  # the paper's weights cannot be had: the learnt model
+        monkeypatch.delenv("AGCAM_MODEL", raising=False)
+        monkeypatch.delenv("AGCAM_CHECKPOINT", raising=False)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
@@ -54,8 +62,14 @@ def test_notebook_runs_and_draws_figures(tmp_path, monkeypatch):
         assert not errors, f"{cell.source[:60]}: {errors}"
     figures = {c.id: sum("image/png" in o.get("data", {}) for o in c.outputs)
                for c in code_cells}
-    samples = len(list((ROOT / "samples" / "ILSVRC" / "Annotations" / "CLS-LOC" / "val")
-                       .glob("*.xml")))
+    if model == "fixture":
+        samples = len(list((ROOT / "samples" / "ILSVRC" / "Annotations" / "CLS-LOC" / "val")
+                           .glob("*.xml")))
+    else:
+        model_cell = next(c for c in code_cells if c.id == "model")
+        printed = "".join(o.get("text", "") for o in model_cell.outputs)
+        assert "using the learnt model vit_agcam_learnt" in printed, printed
+        samples = 4      # one held-out image in 40
     assert figures["samples"] == samples, figures
     assert figures["class-specific"] == 1, figures
     # every registered method is shown, the paper's three first
