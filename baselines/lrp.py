@@ -32,9 +32,9 @@ builds its block norms with ``eps=1e-6`` but its final norm with PyTorch's defau
 explains a slightly different forward pass than the model's own. With ``final_norm_eps="released"``
 (the default) LRP's own forward uses ``eps=1e-5`` in the final norm, and its predictions are the
 argmax of that forward; the model object is not changed. ``final_norm_eps="model"`` keeps the
-model's own eps. On the reference fixture, in float64, the released quirk is what brings the maps
-from 2.5e-5 to 9.5e-5 relative error down to 1e-14 to 8e-9 (``tests/test_exactness.py``). A model
-whose final norm is not a LayerNorm has nothing to change.
+model's own eps. The released float64 maps are reproduced only with the released eps
+(``tests/test_exactness.py``; the figures are in docs/exactness.md). A model whose final norm is
+not a LayerNorm has nothing to change.
 
 Departures from the released code:
 

@@ -3,7 +3,7 @@
 A ViT whose head reads only the class token (``global_pool="token"``) uses nothing of the last
 block's output but the class-token row, and that row needs only the class token's query (all
 tokens' keys and values). :func:`class_token_logits` computes the last block for that row alone:
-about 1/L less work for an L-block model (7% for ViT-B/16), the same logits to float rounding.
+about 1/L less work for an L-block model, the same logits to float rounding.
 Models it does not recognise run their own ``forward``.
 """
 from __future__ import annotations

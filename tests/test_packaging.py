@@ -3,6 +3,7 @@
 subcommand."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,10 +12,22 @@ from agcam.__main__ import COMMANDS, get_args_parser
 from tests.helpers import ROOT
 
 
-def test_a_wheel_holds_the_three_packages_and_the_console_script(tmp_path):
+def build_wheel(out) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, cwd=tmp_path,
-                   capture_output=True, timeout=300)
+                    "-q", "-w", str(out), str(ROOT)], check=True, cwd=out, capture_output=True,
+                   timeout=300)
+
+
+def test_a_wheel_holds_the_three_packages_and_the_console_script(tmp_path):
+    # setuptools builds in the source tree: what it leaves there (build/, *.egg-info) is removed
+    leftovers = [ROOT / "build", ROOT / "agcam.egg-info"]
+    existed = [path.exists() for path in leftovers]
+    try:
+        build_wheel(tmp_path)
+    finally:
+        for path, was_there in zip(leftovers, existed):
+            if not was_there:
+                shutil.rmtree(path, ignore_errors=True)
     (wheel,) = tmp_path.glob("agcam-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

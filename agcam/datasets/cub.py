@@ -1,4 +1,4 @@
-"""CUB-200-2011 (the paper's Table 3), as the authors' ``CUBDataset`` reads it.
+"""CUB-200-2011 (the paper's CUB localization results), as the authors' ``CUBDataset`` reads it.
 
 ``--data_root`` is the folder that holds ``CUB_200_2011/`` or that folder itself, with
 ``images/``, ``images.txt`` (``id path``), ``image_class_labels.txt`` (``id class``),

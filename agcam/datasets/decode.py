@@ -1,7 +1,7 @@
 """``--decode gpu``: JPEG decode and resize on the model's device, an opt-in to the exact PIL path.
 
 The released preprocessing (PIL decode, ``Resize((H, W))`` bilinear on the PIL image) runs on the
-CPU in the loader workers and caps a GPU run near 1,000-1,500 images/s on 16 cores. Here the
+CPU in the loader workers and caps a GPU run (docs/gpu.md gives the measured rates). Here the
 workers only read each JPEG's bytes and header (size, mode) and the main process decodes the
 batch on the device with ``torchvision.io.decode_jpeg(..., device=...)`` (nvJPEG on CUDA,
 libjpeg-turbo on the CPU) and resizes it with antialiased bilinear interpolation

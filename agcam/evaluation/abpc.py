@@ -1,5 +1,5 @@
-"""ABPC, the area between the perturbation curves (the paper's Table 3), batched: a setting of the
-perturbation engine (:func:`abpc_tests`, :mod:`agcam.evaluation.curves`).
+"""ABPC, the area between the perturbation curves (the paper's faithfulness evaluation), batched:
+a setting of the perturbation engine (:func:`abpc_tests`, :mod:`agcam.evaluation.curves`).
 
 For an image ``x`` (normalised model input), its heatmap ``m`` (``H x W``) and label ``y``: at
 step ``f = i / 10``, ``i = 0..10``, ``k = int(H * W * f)`` pixels are set to 0 in every channel
@@ -13,8 +13,8 @@ the reference, three methods) by ``torch.topk(m + 1, k)`` on the flattened float
 call per step (``largest=True`` for MoRF, ``False`` for LeRF), on the CPU:
 
 - ``+ 1`` puts every value on the float32 grid of [1, 2), 2^-23 wide: heatmap values closer
-  than that become ties. Ranking the raw heatmap differs from the released curves in 6 of the
-  396 reference values (up to 8e-3), ``+ 1`` in none.
+  than that become ties, as in the released ranking; ranking the raw heatmap instead departs
+  from some released curve values (docs/faithfulness.md).
 - Ties are broken by ``topk`` itself, separately for each ``k`` (the removed sets of two steps
   are not always nested). Its order is that of the CPU kernel, so the ranking is always done on
   the CPU, whatever device runs the model; ``sorted=False`` selects the same set, faster.

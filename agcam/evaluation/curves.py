@@ -23,7 +23,7 @@ images through one :class:`ForwardQueue`. Images shared by several tests or step
 model once: the clean image once per image, the all-substrate image once per image (a function of
 the image) or once per run (a constant).
 
-Provenance of the settings (docs/faithfulness.md): ABPC, the paper's Table 3
+Provenance of the settings (docs/faithfulness.md): ABPC, the paper's faithfulness evaluation
 (:mod:`agcam.evaluation.abpc`); Chefer et al. (CVPR 2021),
 ``baselines/ViT/pertubation_eval_from_hdf5.py`` of hila-chefer/Transformer-Explainability;
 Petsiuk et al. (BMVC 2018), ``evaluation.py`` (``CausalMetric``, ``gkern``, ``auc``) of

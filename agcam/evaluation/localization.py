@@ -9,9 +9,8 @@ per batch; the boxes once per threshold.
 Means are float32 running sums, as released, over the counted images in the order the released
 code visits them where directory listings come sorted (Windows, where it was run): by class
 folder, then by name; so they do not depend on batching or on the number of processes. The
-order moves the last float32 bit of a mean: on the reference fixture, made on Linux where the
-released ``glob`` listed one folder's two images in the other order, our means are within one
-float32 ulp (6e-8) of the released ones, and equal to the bit when summed in that order.
+order moves the last float32 bit of a mean (docs/localization.md: the reference fixture was
+made on Linux, whose ``glob`` listed one folder's images in another order).
 """
 from __future__ import annotations
 
