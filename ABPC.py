@@ -17,15 +17,11 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
-    add_model_args,
-    add_precision_arg,
     dataset_from_args,
     script_entry,
     start_run,
-    str2bool,
 )
-from agcam.cli.stores import check_model, open_checked_stores
-from agcam.datasets import DATASETS
+from agcam.cli.stores import add_store_args, check_model, open_checked_stores
 from agcam.registry import paper_methods
 
 
@@ -37,27 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help=f"explanation method(s) the files hold: {', '.join(paper_methods())}, "
                              "... (every registered name), several, or all; with several, one "
                              "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
-    parser.add_argument("--dataset", default=None,
-                        help=f"data set the file holds: {', '.join(DATASETS)}; names the file "
-                             "(<PREFIX>_<method>.hdf5) and the outputs (default: the one the "
-                             "file records, else ilsvrc)")
-    parser.add_argument("--h5_root", default="./saveroot",
-                        help="folder of <ILSVRC|VOC|CUB>_<method>.hdf5 (default: ./saveroot)")
-    parser.add_argument("--h5_file", default=None,
-                        help="the HDF5 file itself (overrides --h5_root; one method only)")
-    parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
-                        help="write <ILSVRC|VOC|CUB>_<method>_ABPC.csv (per image) and .png "
-                             "(mean curves) beside the HDF5 file (default: False)")
-    parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
-                        help="write <ILSVRC|VOC|CUB>_<method>_ABPC.txt and .json beside the "
-                             "HDF5 file (default: False)")
-    add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=64,
-                        help="perturbed images per forward pass (default: 64)")
-    add_precision_arg(parser)
-    parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_store_args(parser, csv_help="<PREFIX>_<method>_ABPC.csv (per image) and .png (mean curves)",
+                   file_help="<PREFIX>_<method>_ABPC.txt and .json")
     return parser
 
 

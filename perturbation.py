@@ -21,13 +21,11 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
-    add_model_args,
-    add_precision_arg,
     dataset_from_args,
     script_entry,
     start_run,
-    str2bool,
 )
+from agcam.cli.stores import add_store_args
 from agcam.evaluation.curves import CHEFER_AUC
 from agcam.evaluation.perturbation import NEEDED_TARGET, TESTS
 from agcam.registry import paper_methods
@@ -51,26 +49,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rise_step", type=int, default=None,
                         help="pixels changed per insertion/deletion step (default: eight image "
                              "rows, RISE's 224 * 8 for 224-pixel inputs)")
-    parser.add_argument("--dataset", default=None,
-                        help="data set the file holds: ilsvrc, voc or cub (default: the one the "
-                             "file records, else ilsvrc)")
-    parser.add_argument("--h5_root", default="./saveroot",
-                        help="folder of <ILSVRC|VOC|CUB>_<method>.hdf5 (default: ./saveroot)")
-    parser.add_argument("--h5_file", default=None,
-                        help="the HDF5 file itself (overrides --h5_root; one method only)")
-    parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
-                        help="write <PREFIX>_<method>_perturbation.csv (per-image curves) "
-                             "beside the HDF5 file (default: False)")
-    parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
-                        help="write <PREFIX>_<method>_perturbation.json beside the HDF5 file "
-                             "(default: False)")
-    add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=64,
-                        help="perturbed images per forward pass (default: 64)")
-    add_precision_arg(parser)
-    parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_store_args(parser, csv_help="<PREFIX>_<method>_perturbation.csv (per-image curves)",
+                   file_help="<PREFIX>_<method>_perturbation.json")
     return parser
 
 

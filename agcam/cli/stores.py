@@ -10,7 +10,40 @@ from typing import Optional
 
 import numpy as np
 
-from agcam.cli.common import UsageError, dataset_from_args, resolve_methods
+from agcam.cli.common import (
+    UsageError,
+    add_model_args,
+    add_precision_arg,
+    dataset_from_args,
+    resolve_methods,
+    str2bool,
+)
+
+
+def add_store_args(parser: argparse.ArgumentParser, csv_help: str, file_help: str) -> None:
+    """The flags every scoring script shares, after its own: ``--dataset``, ``--h5_root``,
+    ``--h5_file``, ``--csv`` and ``--file`` (what they write: ``csv_help``, ``file_help``), the
+    model flags, ``--batch_size``, ``--precision``, ``--seed`` and ``--no_progress``."""
+    from agcam.datasets import DATASETS
+    parser.add_argument("--dataset", default=None,
+                        help=f"data set the file holds: {', '.join(DATASETS)}; names the file "
+                             "(<PREFIX>_<method>.hdf5) and the outputs (default: the one the "
+                             "file records, else ilsvrc)")
+    parser.add_argument("--h5_root", default="./saveroot",
+                        help="folder of <PREFIX>_<method>.hdf5 (default: ./saveroot)")
+    parser.add_argument("--h5_file", default=None,
+                        help="the HDF5 file itself (overrides --h5_root; one method only)")
+    parser.add_argument("--csv", type=str2bool, default=False, metavar="True|False",
+                        help=f"write {csv_help} beside the HDF5 file (default: False)")
+    parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
+                        help=f"write {file_help} beside the HDF5 file (default: False)")
+    add_model_args(parser)
+    parser.add_argument("--batch_size", type=int, default=64,
+                        help="perturbed images per forward pass (default: 64)")
+    add_precision_arg(parser)
+    parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
 def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None,
