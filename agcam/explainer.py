@@ -1,7 +1,9 @@
 """One interface for AGCAM and every baseline (the registry of names is :mod:`agcam.registry`).
 
-``explain(images[B, 3, H, W], target=None) -> (predictions[B], maps[B, grid_h, grid_w])``: raw maps
-on the model's patch grid, no upsampling or normalisation (see :mod:`agcam.maps` for those).
+``explain(images[B, 3, H, W], target=None) -> (predictions[B], maps[B, h, w])``: raw maps, no
+upsampling or normalisation (see :mod:`agcam.maps` for those), at the method's ``resolution``:
+``"patch"`` (the model's patch grid, ``h, w = grid``) or ``"pixel"`` (the input size,
+``h, w = H, W``: the input-gradient methods and the LRP variants that end at the pixels).
 ``target=None`` explains the predicted class; an int explains that class for every image; a
 sequence or tensor of B ints explains one class per image.
 
@@ -63,6 +65,8 @@ class Explainer:
     precisions: Tuple[str, ...] = PRECISIONS
     #: why a precision is refused (the ``ValueError``'s reason), for the methods that refuse one
     refusal: str = ""
+    #: ``"patch"``: maps on the patch grid; ``"pixel"``: maps at the input size
+    resolution: str = "patch"
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
         if is_transformers_model(model):
@@ -122,15 +126,23 @@ class Explainer:
                 predictions, maps = self._explain(images, targets)
         finally:
             self.model.train(was_training)
-        grid_h, grid_w = self.geometry.grid
         # Reduced-precision maps come back in the model's dtype (a no-op at fp32).
-        return Explanation(predictions, maps.to(dtype).reshape(images.shape[0], grid_h, grid_w))
+        return Explanation(predictions, maps.to(dtype).reshape(images.shape[0], *self.map_size()))
 
     __call__ = explain
 
     def _explain(self, images: torch.Tensor, targets: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def map_size(self) -> Tuple[int, int]:
+        """``(h, w)`` of the maps :meth:`explain` returns: the patch grid or the input size."""
+        if self.resolution == "pixel":
+            return tuple(self.geometry.input_size)
+        if self.resolution != "patch":
+            raise ValueError(f"{self.name}: resolution must be 'patch' or 'pixel', "
+                             f"not {self.resolution!r}")
+        return tuple(self.geometry.grid)
 
     def patch_columns(self) -> slice:
         """Token columns of the patch grid (all prefix tokens dropped)."""

@@ -1,13 +1,24 @@
 """The baselines behind the explainer interface. The paper's: ``rollout`` (Attention Rollout) and
 ``lrp`` (Chefer et al.'s Transformer Attribution); and ``attention`` (raw attention of the last
 block), ``gradcam`` (Grad-CAM on the last attention), ``gae`` (Chefer et al.'s generic attention
-explainability) and ``gradcam_tokens`` (Grad-CAM on the last block's tokens, as pytorch-grad-cam).
+explainability), ``gradcam_tokens`` (Grad-CAM on the last block's tokens, as pytorch-grad-cam),
+``attnlrp`` and ``cplrp`` (AttnLRP and CP-LRP, lxt's gradient x input rules), ``legrad``
+(LeGrad), and ``ig``, ``ixg``, ``smoothgrad`` (captum's input-gradient methods).
 Importing the package registers them all."""
 from baselines.attention import RawAttention
+from baselines.attnlrp import CPLRP, AttnLRP, AttnLRPError
 from baselines.gae import GenericAttentionExplainability
 from baselines.gradcam import AttentionGradCAM, GradCAMError, TokenGradCAM
+from baselines.input_gradients import (
+    InputXGradientExplainer,
+    IntegratedGradientsExplainer,
+    SmoothGradExplainer,
+)
+from baselines.legrad import LeGrad
 from baselines.lrp import LRPError, TransformerAttribution
 from baselines.rollout import Rollout
 
-__all__ = ["AttentionGradCAM", "GenericAttentionExplainability", "GradCAMError", "LRPError",
-           "RawAttention", "Rollout", "TokenGradCAM", "TransformerAttribution"]
+__all__ = ["CPLRP", "AttentionGradCAM", "AttnLRP", "AttnLRPError", "GenericAttentionExplainability",
+           "GradCAMError", "InputXGradientExplainer", "IntegratedGradientsExplainer", "LRPError",
+           "LeGrad", "RawAttention", "Rollout", "SmoothGradExplainer", "TokenGradCAM",
+           "TransformerAttribution"]
