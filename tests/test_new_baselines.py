@@ -1,0 +1,167 @@
+"""The methods of issue 18 (attnlrp, cplrp, legrad, ig, ixg, smoothgrad) behind the explainer
+interface: resolution, every model variant, batch = single, the model left untouched, LeGrad's
+layer option, and the wiring of the captum methods (IG's completeness within captum's own
+convergence delta, Input x Gradient = x * dy/dx, SmoothGrad with no noise = |dy/dx|). Agreement
+with the reference packages: ``tests/test_lrp_legrad_references.py``."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+from timm.models.vision_transformer import VisionTransformer
+
+from agcam import available_methods, get_explainer
+from agcam.maps import to_heatmap, upsample
+
+PIXEL = ("attnlrp", "cplrp", "ig", "ixg", "smoothgrad")
+METHODS = PIXEL + ("legrad",)
+#: cheap settings for the variant sweep (the defaults are exercised on the tiny model below)
+CHEAP = {"ig": {"steps": 3}, "smoothgrad": {"samples": 2}}
+
+
+def tiny_vit(**kwargs):
+    torch.manual_seed(0)
+    options = dict(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3, num_classes=7)
+    options.update(kwargs)
+    return VisionTransformer(**options).double().eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_vit(), torch.randn(3, 3, 32, 32, dtype=torch.float64,
+                                   generator=torch.Generator().manual_seed(1))
+
+
+def test_registered_with_their_resolution():
+    assert set(METHODS) <= set(available_methods())
+    from agcam.registry import REGISTRY
+    assert all(REGISTRY[m].resolution == "pixel" for m in PIXEL)
+    assert REGISTRY["legrad"].resolution == "patch"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_variant(variant, method):
+    model, images, grid = variant
+    if method in ("ig", "smoothgrad") and images.shape[-1] > 224:
+        pytest.skip("captum runs the model's own forward (20 s here); ixg covers this variant")
+    images = images[:1] if method in ("ig", "smoothgrad") else images
+    explainer = get_explainer(method, model, **CHEAP.get(method, {}))
+    predictions, maps = explainer.explain(images)
+    size = tuple(images.shape[-2:]) if method in PIXEL else grid
+    assert maps.shape == (images.shape[0], *size)
+    assert torch.isfinite(maps).all() and maps.abs().max() > 0
+    with torch.no_grad():
+        assert torch.equal(predictions, model(images).argmax(1))
+
+
+def module_state(model):
+    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+             "forward" in m.__dict__, getattr(m, "fused_attn", None))
+            for name, m in model.named_modules()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_equals_single_and_model_is_untouched(tiny, method):
+    model, images = tiny
+    options = {"smoothgrad": {"noise_level": 0.0, "samples": 2}}.get(method, {})
+    state = module_state(model)
+    parameters = copy.deepcopy(model.state_dict())
+    explainer = get_explainer(method, model, **options)
+    targets = torch.tensor([1, 4, 6])
+    predictions, batched = explainer.explain(images, targets)
+    for i in range(images.shape[0]):
+        prediction, single = explainer.explain(images[i:i + 1], int(targets[i]))
+        assert prediction.item() == predictions[i].item()
+        scale = batched[i].abs().max()
+        assert (single[0] - batched[i]).abs().max() <= 1e-12 * scale, i
+    assert module_state(model) == state
+    assert all(torch.equal(v, parameters[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training
+
+
+def test_smoothgrad_is_seeded_and_leaves_the_rng_alone(tiny):
+    model, images = tiny
+    explainer = get_explainer("smoothgrad", model, samples=3)
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    first = explainer.explain(images)[1]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(explainer.explain(images)[1], first)
+    other = get_explainer("smoothgrad", model, samples=3, seed=1).explain(images)[1]
+    assert not torch.equal(other, first)
+
+
+def test_smoothgrad_without_noise_is_the_absolute_gradient(tiny):
+    model, images = tiny
+    x = images.clone().requires_grad_(True)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1)[:, None]).sum(), x)
+    maps = get_explainer("smoothgrad", model, noise_level=0.0, samples=2).explain(images)[1]
+    assert torch.allclose(maps, grad.abs().sum(1), rtol=1e-12, atol=0)
+
+
+def test_input_x_gradient_is_x_times_the_gradient(tiny):
+    model, images = tiny
+    x = images.clone().requires_grad_(True)
+    logits = model(x)
+    (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1)[:, None]).sum(), x)
+    maps = get_explainer("ixg", model).explain(images)[1]
+    assert torch.allclose(maps, (images * grad).sum(1), rtol=1e-12, atol=0)
+
+
+def test_integrated_gradients_completeness(tiny):
+    """sum(map) = y_c(x) - y_c(0) up to the convergence delta captum reports (the map is the
+    channel sum of captum's attributions, nothing rescaled)."""
+    model, images = tiny
+    explainer = get_explainer("ig", model)                 # 50 steps, zero baseline
+    predictions, maps = explainer.explain(images)
+    _, delta = IntegratedGradients(model).attribute(
+        images, baselines=torch.zeros_like(images), target=predictions, n_steps=50,
+        return_convergence_delta=True)
+    with torch.no_grad():
+        gap = (model(images) - model(torch.zeros_like(images))).gather(1, predictions[:, None])
+    error = maps.sum(dim=(1, 2)) - gap[:, 0]
+    assert torch.allclose(error, delta, rtol=1e-9, atol=1e-12)
+    assert (delta.abs() <= 0.05 * gap[:, 0].abs()).all()
+
+
+def test_legrad_layers_option(tiny):
+    model, images = tiny
+    all_layers = get_explainer("legrad", model).explain(images)[1]
+    last = get_explainer("legrad", model, layers=[-1]).explain(images)[1]
+    first = get_explainer("legrad", model, layers=[0]).explain(images)[1]
+    assert torch.allclose(all_layers, (first + last) / 2, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="layers"):
+        get_explainer("legrad", model, layers=[2])
+
+
+def test_lrp_patch_level_sums_each_patch(tiny):
+    model, images = tiny
+    for method in ("attnlrp", "cplrp"):
+        pixels = get_explainer(method, model).explain(images)[1]
+        patches = get_explainer(method, model, patch_level=True).explain(images)[1]
+        assert patches.shape == (3, 4, 4)
+        expected = pixels.reshape(3, 4, 8, 4, 8).sum(dim=(2, 4))
+        assert torch.allclose(patches, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_lrp_refuses_bf16_and_models_it_has_no_rule_for():
+    model = tiny_vit()
+    for method in ("attnlrp", "cplrp"):
+        with pytest.raises(ValueError, match="bf16"):
+            get_explainer(method, model, precision="bf16")
+    with pytest.raises(RuntimeError, match="gated MLP"):
+        from timm.layers import SwiGLUPacked
+        get_explainer("attnlrp", tiny_vit(mlp_layer=SwiGLUPacked))
+
+
+def test_pixel_maps_pass_the_heatmap_recipes_unchanged(tiny):
+    model, images = tiny
+    maps = get_explainer("ixg", model).explain(images)[1]
+    for antialias in (False, True):
+        assert torch.equal(upsample(maps, (32, 32), antialias=antialias), maps.float())
+    heat = to_heatmap(maps, (32, 32))
+    assert heat.shape == (3, 32, 32) and float(heat.min()) == 0.0 and float(heat.max()) == 1.0
