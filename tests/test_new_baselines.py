@@ -165,3 +165,17 @@ def test_pixel_maps_pass_the_heatmap_recipes_unchanged(tiny):
         assert torch.equal(upsample(maps, (32, 32), antialias=antialias), maps.float())
     heat = to_heatmap(maps, (32, 32))
     assert heat.shape == (3, 32, 32) and float(heat.min()) == 0.0 and float(heat.max()) == 1.0
+
+
+def test_store_records_the_map_size_of_pixel_methods():
+    from agcam.export import store_meta
+    from agcam.store import StoreMeta
+    model = tiny_vit().float()
+    pixel = store_meta("ixg", model, "tiny", None, 2)
+    patch = store_meta("legrad", model, "tiny", None, 2)
+    assert pixel.map_size == (32, 32) and patch.map_size == (4, 4) == patch.grid
+    assert StoreMeta.from_attrs(pixel.attrs()) == pixel
+    assert tuple(pixel.attrs()["heatmap_resolution"]) == (32, 32)
+    assert [d.split()[0] for d in pixel.differences(patch)] == ["method", "map_size"]
+    old = {k: v for k, v in patch.attrs().items() if k != "map_size"}     # written before
+    assert StoreMeta.from_attrs(old).map_size == (4, 4)

@@ -54,7 +54,7 @@ class CompactWriter(StoreWriter):
         if n == 0:
             raise StoreError("no images to write")
         height, width = self.meta.input_size
-        grid_h, grid_w = self.meta.grid
+        grid_h, grid_w = self.meta.map_size           # the grid, or the input size
         tmp = path + ".creating"
         with h5py.File(tmp, "w") as f:
             for key, value in self.meta.attrs().items():

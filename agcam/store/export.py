@@ -52,8 +52,7 @@ def explain_unit(explainer: Explainer, batch: dict, target: str = "label") -> _U
     """Raw maps of the label class (``target="label"``) or of the predicted one
     (``"predicted"``) for the decodable images of one loader batch."""
     valid = batch["valid"].numpy().astype(bool)
-    grid_h, grid_w = explainer.geometry.grid
-    maps = np.zeros((len(valid), grid_h, grid_w), dtype=np.float32)
+    maps = np.zeros((len(valid), *explainer.map_size()), dtype=np.float32)
     if valid.any():
         inputs = batch["input"].to(explainer.device, non_blocking=True)  # pinned: overlaps
         labels = batch["label"]
@@ -210,8 +209,11 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
     """The self-description of a store written with ``model``."""
     import timm
 
+    from agcam.registry import method_class
     from models.vit import file_digest, model_geometry
     geometry = model_geometry(model)
+    # the maps' size: the patch grid, or the input size for a pixel-level method
+    pixel = method_class(method).resolution == "pixel"
     digest = checkpoint_sha256 if checkpoint_sha256 is not None else \
         (file_digest(checkpoint) if checkpoint else "")
     return StoreMeta(method=method, model=model_name, input_size=tuple(geometry.input_size),
@@ -220,5 +222,6 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
                      checkpoint=os.path.basename(checkpoint) if checkpoint else "",
                      checkpoint_sha256=digest, timm_version=timm.__version__,
                      torch_version=str(torch.__version__), dataset=dataset,
-                     precision=precision, target=target)
+                     precision=precision, target=target,
+                     map_size=tuple(geometry.input_size if pixel else geometry.grid))
 

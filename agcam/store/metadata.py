@@ -10,18 +10,23 @@ file's structure (a ``kill -9`` cannot leave it unreadable):
 ``images``   ``[N, 3, H, W]`` uint8   the resized image before normalisation (lossless: it
                                       gives the released model input bit for bit)
 ``maps``     ``[N, h, w]`` float32    the raw explanation map of the label class on the patch
-                                      grid; the heatmap is :func:`heatmaps_from_maps` of it
+                                      grid, or at the input size for a pixel-level method
+                                      (``map_size``); the heatmap is :func:`heatmaps_from_maps`
+                                      of it (an input-size map is only min-max normalised)
 ``valid``    ``[N]`` uint8            0 for an image that could not be decoded
 ``done``     ``[N]`` uint8            1 once the row is written; set only after the row's data
                                       is flushed
 =========== ======================== ======================================================
 
 Root attributes describe the file (:class:`StoreMeta`): format and version, method, model,
-checkpoint and its SHA-256, timm and torch versions, input size, patch grid (the heatmap
-resolution), mean, std, the batch size the rows were computed with, the ``precision`` of the maps
-(``fp32``, ``tf32``, ``bf16``; a file without it was written at ``fp32``), the ``target``
-whose maps it holds (``label``, as released, or ``predicted``: the model's top-1; a file without
-it holds the label's) and ``complete`` (0 until every row is done).
+checkpoint and its SHA-256, timm and torch versions, input size, patch grid, the maps' size
+(``map_size``, also written as ``heatmap_resolution``: the grid, or the input size for a
+pixel-level method; a file without it has maps on the grid), mean, std, the batch size the rows
+were computed with, the ``precision`` of the maps (``fp32``, ``tf32``, ``bf16``; a file without
+it was written at ``fp32``), the ``target`` whose maps it holds (``label``, as released, or
+``predicted``: the model's top-1; a file without it holds the label's) and ``complete`` (0 until
+every row is done). A pixel-level method's maps are ``H x W`` float32, 196 KiB an image more at
+224 x 224 than the patch grid's.
 
 Why raw maps and not the 224x224 heatmap: ABPC ranks the heatmap's pixels, so it needs the
 heatmap to the last bit; the released heatmap is ``torchvision.transforms.Resize`` of the map
@@ -129,12 +134,18 @@ class StoreMeta:
     precision: str = "fp32"
     #: the class the maps explain: "label" (as released) or "predicted" (files without it: label)
     target: str = "label"
+    #: the ``[h, w]`` of the stored maps: ``grid`` (empty, the default) or the input size for a
+    #: pixel-level method (``Explainer.resolution == "pixel"``)
+    map_size: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        self.map_size = tuple(int(v) for v in self.map_size) or tuple(self.grid)
 
     def attrs(self) -> Dict[str, object]:
         out = {"format": FORMAT, "format_version": FORMAT_VERSION, "heatmap": HEATMAP_RECIPE}
         for key, value in asdict(self).items():
             out[key] = np.asarray(value) if isinstance(value, (tuple, list)) else value
-        out["heatmap_resolution"] = np.asarray(self.grid)
+        out["heatmap_resolution"] = np.asarray(self.map_size)
         return out
 
     @classmethod
@@ -155,12 +166,13 @@ class StoreMeta:
                    checkpoint_sha256=text("checkpoint_sha256"),
                    timm_version=text("timm_version"), torch_version=text("torch_version"),
                    layout=text("layout", "compact"), dataset=text("dataset", ""),
-                   precision=text("precision", "fp32"), target=text("target", "label"))
+                   precision=text("precision", "fp32"), target=text("target", "label"),
+                   map_size=ints("map_size") if "map_size" in attrs else ())
 
     def differences(self, other: "StoreMeta") -> List[str]:
         """The settings in which ``other`` differs (those that change the stored values)."""
         keys = ("method", "model", "checkpoint_sha256", "input_size", "grid", "mean", "std",
-                "layout", "precision", "target")
+                "layout", "precision", "target", "map_size")
         mine, theirs = asdict(self), asdict(other)
         out = []
         for key in keys:
