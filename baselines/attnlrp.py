@@ -70,7 +70,10 @@ def half_gradient(x: torch.Tensor) -> torch.Tensor:
 
 
 def layer_norm_identity(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)`` with the gradient of ``(x - mean) / std * w + b``, ``std`` detached."""
+    """``module(x)`` with the gradient of ``(x - mean) / std * w + b``, ``std`` detached (an
+    ``nn.Identity``, the final norm of an average-pooling model, stays one)."""
+    if isinstance(module, nn.Identity):
+        return x
     if not isinstance(module, nn.LayerNorm):
         raise AttnLRPError(f"{type(module).__name__}: the LRP rules here cover LayerNorm only")
     mean = x.mean(dim=-1, keepdim=True)

@@ -179,3 +179,22 @@ def test_store_records_the_map_size_of_pixel_methods():
     assert [d.split()[0] for d in pixel.differences(patch)] == ["method", "map_size"]
     old = {k: v for k, v in patch.attrs().items() if k != "map_size"}     # written before
     assert StoreMeta.from_attrs(old).map_size == (4, 4)
+
+
+def test_register_tokens_and_average_pooling():
+    """Register tokens and ``global_pool='avg'`` (``fc_norm`` instead of the final norm): the
+    LRP ops reach fc_norm, LeGrad's mean token goes through the model's own head."""
+    model = tiny_vit(reg_tokens=2, global_pool="avg")
+    assert model.num_prefix_tokens == 3 and not isinstance(model.fc_norm, torch.nn.Identity)
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(images).argmax(1)
+    for method in METHODS:
+        options = {"ig": {"steps": 4}, "smoothgrad": {"samples": 2}}.get(method, {})
+        explainer = get_explainer(method, model, **options)
+        predictions, maps = explainer.explain(images)
+        assert torch.equal(predictions, expected), method
+        assert maps.shape == (2, *explainer.map_size()) and torch.isfinite(maps).all(), method
+        single = explainer.explain(images[1:])[1]
+        if method != "smoothgrad":          # other noise in a batch
+            assert torch.allclose(single[0], maps[1], rtol=1e-10, atol=1e-14), method
