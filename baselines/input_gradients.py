@@ -12,15 +12,17 @@ channels.
   samples, noise ``sigma = 0.15 * (max(x) - min(x))`` of each image (the paper's 15% noise level,
   per image as in the PAIR saliency code), the **absolute** gradient (captum's ``Saliency``
   default and the paper's visualisation) averaged over the samples, summed over channels (PAIR's
-  ``VisualizeImageGrayscale``, without its 99th-percentile clip). captum takes one sigma for a
-  whole batch; the per-image sigma comes from attributing with respect to ``u = x / r`` (``r``
-  the image's range) with ``sigma = 0.15`` and a forward ``model(u * r)``, then dividing the
-  gradient by ``r``. The noise comes from torch's generator seeded with ``seed`` inside a forked
-  RNG state (the caller's is untouched); a batch draws other noise than single images do.
+  ``VisualizeImageGrayscale``, without its 99th-percentile clip). Each image draws its noise
+  from torch's generator seeded with ``seed`` (inside a forked RNG state: the caller's is
+  untouched), so a map depends on the image and the seed only, never on its batch neighbours: a
+  batch gives the single-image maps exactly. For that the images go through captum one after
+  another (captum draws one noise tensor for a whole batch and takes one sigma), each with its
+  noisy copies batched (``samples_per_pass`` at a time).
 
 The model's own forward runs (captum adds no hooks for these three). ``steps_per_pass`` /
 ``samples_per_pass`` bound how many interpolated or noisy copies of each image go through the
-model at once (memory); they change rounding only.
+model at once (memory); ``steps_per_pass`` changes rounding only, ``samples_per_pass`` also how
+captum splits its noise draws (so the noise).
 """
 from __future__ import annotations
 
@@ -78,23 +80,12 @@ class InputXGradientExplainer(_CaptumExplainer):
         return predictions, attributions.detach().sum(dim=1)
 
 
-class _Rescaled(nn.Module):
-    """``u, r -> model(u * r)``: the model on images divided by their range ``r``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, u, r):
-        return self.model(u * r)
-
-
 @register("smoothgrad", label="SmoothGrad")
 class SmoothGradExplainer(_CaptumExplainer):
     """captum's NoiseTunnel(Saliency): mean absolute gradient under noise, summed over channels."""
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION, samples: int = 50,
-                 noise_level: float = 0.15, seed: int = 0, samples_per_pass: int = 10):
+                 noise_level: float = 0.15, seed: int = 0, samples_per_pass: int = 25):
         super().__init__(model, precision)
         self.samples = int(samples)
         self.noise_level = float(noise_level)
@@ -103,14 +94,15 @@ class SmoothGradExplainer(_CaptumExplainer):
 
     def _explain(self, images, targets):
         predictions, classes = self._classes(images, targets)
-        span = (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))
-        span = torch.where(span > 0, span, torch.ones_like(span))[:, None, None, None]
         devices = [images.device] if images.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            torch.manual_seed(self.seed)
-            tunnel = NoiseTunnel(Saliency(_Rescaled(self.model)))
-            gradients = tunnel.attribute(
-                (images / span).detach(), nt_type="smoothgrad", nt_samples=self.samples,
-                nt_samples_batch_size=self.samples_per_pass, stdevs=self.noise_level,
-                target=classes, additional_forward_args=(span,), abs=True)
-        return predictions, (gradients.detach() / span).sum(dim=1)
+        maps = []
+        for image, target in zip(images.detach(), classes.tolist()):
+            sigma = self.noise_level * float(image.max() - image.min())
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                torch.manual_seed(self.seed)
+                gradients = NoiseTunnel(Saliency(self.model)).attribute(
+                    image[None].clone(), nt_type="smoothgrad", nt_samples=self.samples,
+                    nt_samples_batch_size=self.samples_per_pass, stdevs=sigma, target=target,
+                    abs=True)
+            maps.append(gradients.detach().sum(dim=1))
+        return predictions, torch.cat(maps)

@@ -24,10 +24,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from baselines.attnlrp import (
+    CPLRP,
     IDENTITY_EPSILON,
     AttnLRP,
     AttnLRPOps,
-    CPLRP,
     CPLRPOps,
     layer_norm_identity,
 )
