@@ -1,11 +1,11 @@
-"""The methods of issue 18 (attnlrp, cplrp, legrad, ig, ixg, smoothgrad) behind the explainer
-interface: resolution, every model variant, batch = single, the model left untouched, LeGrad's
-layer option, and the wiring of the captum methods (IG's completeness within captum's own
-convergence delta, Input x Gradient = x * dy/dx, SmoothGrad with no noise = |dy/dx|). Agreement
-with the reference packages: ``tests/test_lrp_legrad_references.py``."""
+"""What is particular to the methods of issue 18 (attnlrp, cplrp, legrad, ig, ixg, smoothgrad):
+their resolution, LeGrad's layer option, the LRP variants' patch level and refusals, register
+tokens with average pooling, the pixel-level store, and the wiring of the captum methods (IG's
+completeness within captum's own convergence delta, Input x Gradient = x * dy/dx, SmoothGrad
+with no noise = |dy/dx|, seeded noise). The contract every method keeps (variants, batch = single,
+the model untouched, targets, precisions) is ``tests/test_contract.py``; agreement with the
+reference packages is ``tests/test_lrp_legrad_references.py``."""
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -17,8 +17,6 @@ from agcam.maps import to_heatmap, upsample
 
 PIXEL = ("attnlrp", "cplrp", "ig", "ixg", "smoothgrad")
 METHODS = PIXEL + ("legrad",)
-#: cheap settings for the variant sweep (the defaults are exercised on the tiny model below)
-CHEAP = {"ig": {"steps": 3}, "smoothgrad": {"samples": 2}}
 
 
 def tiny_vit(**kwargs):
@@ -39,47 +37,6 @@ def test_registered_with_their_resolution():
     from agcam.registry import REGISTRY
     assert all(REGISTRY[m].resolution == "pixel" for m in PIXEL)
     assert REGISTRY["legrad"].resolution == "patch"
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_every_variant(variant, method):
-    model, images, grid = variant
-    if method in ("ig", "smoothgrad") and images.shape[-1] > 224:
-        pytest.skip("captum runs the model's own forward (20 s here); ixg covers this variant")
-    images = images[:1] if method in ("ig", "smoothgrad") else images
-    explainer = get_explainer(method, model, **CHEAP.get(method, {}))
-    predictions, maps = explainer.explain(images)
-    size = tuple(images.shape[-2:]) if method in PIXEL else grid
-    assert maps.shape == (images.shape[0], *size)
-    assert torch.isfinite(maps).all() and maps.abs().max() > 0
-    with torch.no_grad():
-        assert torch.equal(predictions, model(images).argmax(1))
-
-
-def module_state(model):
-    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             "forward" in m.__dict__, getattr(m, "fused_attn", None))
-            for name, m in model.named_modules()]
-
-
-@pytest.mark.parametrize("method", METHODS)
-def test_batch_equals_single_and_model_is_untouched(tiny, method):
-    model, images = tiny
-    options = {"smoothgrad": {"samples": 3}}.get(method, {})
-    state = module_state(model)
-    parameters = copy.deepcopy(model.state_dict())
-    explainer = get_explainer(method, model, **options)
-    targets = torch.tensor([1, 4, 6])
-    predictions, batched = explainer.explain(images, targets)
-    for i in range(images.shape[0]):
-        prediction, single = explainer.explain(images[i:i + 1], int(targets[i]))
-        assert prediction.item() == predictions[i].item()
-        scale = batched[i].abs().max()
-        assert (single[0] - batched[i]).abs().max() <= 1e-12 * scale, i
-    assert module_state(model) == state
-    assert all(torch.equal(v, parameters[k]) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
-    assert not model.training
 
 
 def test_smoothgrad_is_seeded_and_leaves_the_rng_alone(tiny):
