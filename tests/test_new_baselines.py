@@ -7,13 +7,14 @@ the model untouched, targets, precisions) is ``tests/test_contract.py``; agreeme
 reference packages is ``tests/test_lrp_legrad_references.py``."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import IntegratedGradients
 from timm.models.vision_transformer import VisionTransformer
 
 from agcam import available_methods, get_explainer
-from agcam.maps import to_heatmap, upsample
+from agcam.maps import to_heatmap, upsample, wsol_scoremap
 
 PIXEL = ("attnlrp", "cplrp", "ig", "ixg", "smoothgrad")
 METHODS = PIXEL + ("legrad",)
@@ -120,6 +121,9 @@ def test_pixel_maps_pass_the_heatmap_recipes_unchanged(tiny):
     maps = get_explainer("ixg", model).explain(images)[1]
     for antialias in (False, True):
         assert torch.equal(upsample(maps, (32, 32), antialias=antialias), maps.float())
+    scoremap = wsol_scoremap(maps[0].numpy(), (32, 32))          # MaxBoxAcc's recipe
+    m = maps[0].numpy()
+    assert np.abs(scoremap - (m - m.min()) / (m.max() - m.min())).max() <= 1e-12
     heat = to_heatmap(maps, (32, 32))
     assert heat.shape == (3, 32, 32) and float(heat.min()) == 0.0 and float(heat.max()) == 1.0
 
