@@ -33,8 +33,8 @@ epsilon rule with zennit's stabiliser (1e-6) instead of 0. The fixture
 the same weights; ``tests/test_attnlrp.py`` compares them.
 
 Not covered (``AttnLRPError``): gated MLPs (SwiGLU: their product needs the uniform rule too),
-and norms other than LayerNorm or extra norms (``norm_pre``, q/k norms, the attention's and the
-MLP's inner norms) that the ops above do not reach.
+attention pooling (``attn_pool``), and norms other than LayerNorm or extra norms (``norm_pre``,
+q/k norms, the attention's and the MLP's inner norms) that the ops above do not reach.
 """
 from __future__ import annotations
 
@@ -123,6 +123,9 @@ def check_model(model: nn.Module) -> None:
     """``AttnLRPError`` unless every part of ``model`` has a rule here."""
     if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
         raise AttnLRPError("the model has a pre-norm (norm_pre) that the LRP rules do not reach")
+    if getattr(model, "attn_pool", None) is not None:
+        raise AttnLRPError("attention pooling (attn_pool): its attention, norm and MLP have no "
+                           "rule here")
     for index, blk in enumerate(model.blocks):
         forward.check_block(blk, index)
         for owner, name in ((blk.attn, "q_norm"), (blk.attn, "k_norm"), (blk.attn, "norm"),

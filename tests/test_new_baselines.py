@@ -114,6 +114,8 @@ def test_lrp_refuses_bf16_and_models_it_has_no_rule_for():
     with pytest.raises(RuntimeError, match="gated MLP"):
         from timm.layers import SwiGLUPacked
         get_explainer("attnlrp", tiny_vit(mlp_layer=SwiGLUPacked))
+    with pytest.raises(RuntimeError, match="attention pooling"):
+        get_explainer("cplrp", tiny_vit(global_pool="map"))
 
 
 def test_pixel_maps_pass_the_heatmap_recipes_unchanged(tiny):
