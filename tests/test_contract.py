@@ -66,7 +66,15 @@ def test_registry_metadata():
         method_class("nope")
 
 
-@pytest.mark.parametrize("method", METHODS)
+#: methods that run the model 50 times an image (captum's IG steps, SmoothGrad samples): their
+#: variant sweep takes 5-20 s a variant on the test machine and 100-150 s on the 24x24 ViT-B, so
+#: it is marked slow; their batch, target and precision contracts below run on every run
+EXPENSIVE = ("ig", "smoothgrad")
+VARIANT_METHODS = [pytest.param(m, marks=pytest.mark.slow) if m in EXPENSIVE else m
+                   for m in METHODS]
+
+
+@pytest.mark.parametrize("method", VARIANT_METHODS)
 def test_on_every_model_variant(method, variant):
     model, images, _ = variant
     batch = images.shape[0]
