@@ -39,8 +39,8 @@ def test_all_is_every_method_the_papers_three_first():
 
 
 @pytest.mark.parametrize("names, message", [
-    (["agcam", "nope"], "--method nope: unknown method; choose from agcam, attention, gae, "
-                        "gradcam, gradcam_tokens, lrp, rollout or all"),
+    (["agcam", "nope"], "--method nope: unknown method; choose from "
+                        f"{', '.join(available_methods())} or all"),
     (["gae", "gae"], "gae given twice"),
     (["all", "agcam"], "all cannot be combined"),
 ])
