@@ -22,9 +22,9 @@ value and swaps only the gradient), so the predictions are the model's. The rule
 * CP-LRP only: ``q`` and ``k`` detached, so the attention matrix is a constant and ``A @ v`` a
   linear map of v (lxt's ``cp_multi_head_attention_forward``, the ``vit_torch.cp_LRP`` recipe).
 
-The heatmap is ``x * dy_c/dx`` summed over the colour channels, at the input size (pixel level).
-``patch_level=True`` sums it over each patch instead (the patch grid, a map of the patch
-embedding's input relevance per patch).
+The heatmap is ``x * dy_c/dx`` summed over the colour channels, at the input size
+(``level="pixel"``, the default). ``level="patch"`` sums it over each patch instead (maps on the
+patch grid: the relevance of each patch's pixels).
 
 Relation to lxt's ViT recipe (``lxt/efficient/models/vit_torch.py`` + zennit): lxt applies
 zennit's Gamma rule to the ``nn.Linear``/``nn.Conv2d`` modules; with gamma = 0 that is the
@@ -159,14 +159,15 @@ class _GradientInputLRP(Explainer):
     ops: forward.Ops = AttnLRPOps()
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION,
-                 patch_level: bool = False):
-        """``patch_level``: sum each patch's pixels (maps on the patch grid) instead of the
-        pixel-level map."""
+                 level: str = "pixel"):
+        """``level``: ``"pixel"`` (maps at the input size) or ``"patch"`` (each patch's pixels
+        summed: maps on the patch grid)."""
         super().__init__(model, precision)
+        if level not in ("pixel", "patch"):
+            raise ValueError(f"level must be 'pixel' or 'patch', not {level!r}")
         check_model(model)
-        self.patch_level = bool(patch_level)
-        if self.patch_level:
-            self.resolution = "patch"
+        self.patch_level = level == "patch"
+        self.resolution = level
 
     def _explain(self, images, targets):
         predictions, relevance = gradient_times_input(self.model, images, targets, self.ops)

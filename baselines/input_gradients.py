@@ -5,11 +5,12 @@ channels.
 
 * ``ig``: ``captum.attr.IntegratedGradients`` on the model's logit of the explained class, 50
   steps (captum's default Gauss-Legendre rule), the **zero baseline in normalised space** (the
-  mean image of the data set), signed attributions summed over channels (IG's completeness:
-  they add up to ``y_c(x) - y_c(0)``).
+  mean image of the data set; ``baseline`` sets another constant, or a tensor), signed
+  attributions summed over channels (IG's completeness: they add up to ``y_c(x) - y_c(b)``).
 * ``ixg``: ``captum.attr.InputXGradient``, signed ``x * dy_c/dx`` summed over channels.
 * ``smoothgrad``: ``captum.attr.NoiseTunnel(Saliency)`` (``nt_type="smoothgrad"``), 50 noisy
-  samples, noise ``sigma = 0.15 * (max(x) - min(x))`` of each image (the paper's 15% noise level,
+  samples, noise of standard deviation ``sigma * (max(x) - min(x))``, ``sigma = 0.15``, for each
+  image (the paper's 15% noise level,
   per image as in the PAIR saliency code), the **absolute** gradient (captum's ``Saliency``
   default and the paper's visualisation) averaged over the samples, summed over channels (PAIR's
   ``VisualizeImageGrayscale``, without its 99th-percentile clip). Each image draws its noise
@@ -50,18 +51,26 @@ class IntegratedGradientsExplainer(_CaptumExplainer):
     """captum's Integrated Gradients, zero (normalised) baseline, summed over channels."""
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION, steps: int = 50,
-                 steps_per_pass: int = 10):
+                 baseline=0.0, steps_per_pass: int = 10):
+        """``baseline``: a constant in normalised space (0: the data set's mean image) or a
+        tensor broadcastable to the images."""
         super().__init__(model, precision)
         self.steps = int(steps)
+        self.baseline = baseline
         self.steps_per_pass = int(steps_per_pass)
 
     def attribute(self, images, classes, return_convergence_delta: bool = False):
         """captum's attributions ``[B, 3, H, W]`` (and its convergence delta)."""
         with torch.enable_grad():
             return IntegratedGradients(self.model).attribute(
-                images, baselines=torch.zeros_like(images), target=classes, n_steps=self.steps,
+                images, baselines=self.baselines(images), target=classes, n_steps=self.steps,
                 internal_batch_size=images.shape[0] * self.steps_per_pass,
                 return_convergence_delta=return_convergence_delta)
+
+    def baselines(self, images: torch.Tensor) -> torch.Tensor:
+        """The baseline images, ``[B, 3, H, W]``."""
+        baseline = torch.as_tensor(self.baseline, dtype=images.dtype, device=images.device)
+        return baseline.expand_as(images).clone()
 
     def _explain(self, images, targets):
         predictions, classes = self._classes(images, targets)
@@ -85,10 +94,11 @@ class SmoothGradExplainer(_CaptumExplainer):
     """captum's NoiseTunnel(Saliency): mean absolute gradient under noise, summed over channels."""
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION, samples: int = 50,
-                 noise_level: float = 0.15, seed: int = 0, samples_per_pass: int = 25):
+                 sigma: float = 0.15, seed: int = 0, samples_per_pass: int = 25):
+        """``sigma``: the noise's standard deviation as a fraction of each image's range."""
         super().__init__(model, precision)
         self.samples = int(samples)
-        self.noise_level = float(noise_level)
+        self.sigma = float(sigma)
         self.seed = int(seed)
         self.samples_per_pass = int(samples_per_pass)
 
@@ -97,7 +107,7 @@ class SmoothGradExplainer(_CaptumExplainer):
         devices = [images.device] if images.device.type == "cuda" else []
         maps = []
         for image, target in zip(images.detach(), classes.tolist()):
-            sigma = self.noise_level * float(image.max() - image.min())
+            sigma = self.sigma * float(image.max() - image.min())
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 torch.manual_seed(self.seed)
                 gradients = NoiseTunnel(Saliency(self.model)).attribute(

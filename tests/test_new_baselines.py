@@ -57,7 +57,7 @@ def test_smoothgrad_without_noise_is_the_absolute_gradient(tiny):
     x = images.clone().requires_grad_(True)
     logits = model(x)
     (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1)[:, None]).sum(), x)
-    maps = get_explainer("smoothgrad", model, noise_level=0.0, samples=2).explain(images)[1]
+    maps = get_explainer("smoothgrad", model, sigma=0.0, samples=2).explain(images)[1]
     assert torch.allclose(maps, grad.abs().sum(1), rtol=1e-12, atol=0)
 
 
@@ -70,17 +70,20 @@ def test_input_x_gradient_is_x_times_the_gradient(tiny):
     assert torch.allclose(maps, (images * grad).sum(1), rtol=1e-12, atol=0)
 
 
-def test_integrated_gradients_completeness(tiny):
-    """sum(map) = y_c(x) - y_c(0) up to the convergence delta captum reports (the map is the
-    channel sum of captum's attributions, nothing rescaled)."""
+@pytest.mark.parametrize("baseline", [0.0, 0.25])
+def test_integrated_gradients_completeness(tiny, baseline):
+    """sum(map) = y_c(x) - y_c(b) up to the convergence delta captum reports (the map is the
+    channel sum of captum's attributions, nothing rescaled); b = 0 is the default."""
     model, images = tiny
-    explainer = get_explainer("ig", model)                 # 50 steps, zero baseline
+    options = {} if baseline == 0.0 else {"baseline": baseline}
+    explainer = get_explainer("ig", model, **options)            # 50 steps
     predictions, maps = explainer.explain(images)
+    reference = torch.full_like(images, baseline)
     _, delta = IntegratedGradients(model).attribute(
-        images, baselines=torch.zeros_like(images), target=predictions, n_steps=50,
+        images, baselines=reference, target=predictions, n_steps=50,
         return_convergence_delta=True)
     with torch.no_grad():
-        gap = (model(images) - model(torch.zeros_like(images))).gather(1, predictions[:, None])
+        gap = (model(images) - model(reference)).gather(1, predictions[:, None])
     error = maps.sum(dim=(1, 2)) - gap[:, 0]
     assert torch.allclose(error, delta, rtol=1e-9, atol=1e-12)
     assert (delta.abs() <= 0.05 * gap[:, 0].abs()).all()
@@ -100,10 +103,12 @@ def test_lrp_patch_level_sums_each_patch(tiny):
     model, images = tiny
     for method in ("attnlrp", "cplrp"):
         pixels = get_explainer(method, model).explain(images)[1]
-        patches = get_explainer(method, model, patch_level=True).explain(images)[1]
+        patches = get_explainer(method, model, level="patch").explain(images)[1]
         assert patches.shape == (3, 4, 4)
         expected = pixels.reshape(3, 4, 8, 4, 8).sum(dim=(2, 4))
         assert torch.allclose(patches, expected, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="level"):
+        get_explainer("attnlrp", model, level="token")
 
 
 def test_lrp_refuses_bf16_and_models_it_has_no_rule_for():
