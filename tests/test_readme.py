@@ -44,7 +44,7 @@ def offline(argv, tmp_path):
         argv += LEARNT + (["--output", str(tmp_path / "loc")] if script == "localization.py"
                           else [])
     elif script == "ABPC.py":
-        argv += ["--model", "vit_agcam_learnt", "--no_progress"]
+        argv += ["--model", "vit_agcam_learnt", "--dataset", "synthetic", "--no_progress"]
     return argv
 
 
