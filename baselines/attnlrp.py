@@ -165,7 +165,7 @@ class _GradientInputLRP(Explainer):
         super().__init__(model, precision)
         if level not in ("pixel", "patch"):
             raise ValueError(f"level must be 'pixel' or 'patch', not {level!r}")
-        check_model(model)
+        check_model(self.model)
         self.patch_level = level == "patch"
         self.resolution = level
 

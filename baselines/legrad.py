@@ -54,7 +54,7 @@ class LeGrad(Explainer):
                  layers: Optional[Sequence[int]] = None):
         """``layers``: block indices to average (default all, as the paper)."""
         super().__init__(model, precision)
-        depth = len(model.blocks)
+        depth = len(self.model.blocks)
         if layers is None:
             self.layers: List[int] = list(range(depth))
         else:
@@ -63,7 +63,7 @@ class LeGrad(Explainer):
                 raise ValueError(f"layers must be block indices in [-{depth}, {depth}), "
                                  f"got {list(layers)}")
             self.layers = sorted({i % depth for i in chosen})
-        for index, blk in enumerate(model.blocks):
+        for index, blk in enumerate(self.model.blocks):
             forward.check_block(blk, index)
 
     def _explain(self, images, targets):
