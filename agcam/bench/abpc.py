@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agcam.bench.common import random_model
 from agcam.datasets.common import normalize_images
 from agcam.evaluation.abpc import (
     LERF,
@@ -151,11 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.vit import create_model
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = create_model(args.model, pretrained=False, device=torch.device(args.device))
+    model = random_model(args)
     print(f"model {args.model} (random weights), device {args.device}, torch threads "
           f"{torch.get_num_threads()}", flush=True)
     result = bench_abpc(model, args.images, args.batch_size, args.repeats, args.baseline_images)

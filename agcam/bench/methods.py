@@ -24,10 +24,11 @@ from typing import Callable, Dict, List
 
 import torch
 
+from agcam.bench.common import random_model
 from agcam.precision import PRECISIONS
 from agcam.precision import precision as precision_context
 from agcam.registry import get_explainer, method_class, ordered_methods
-from models.vit import create_model, model_geometry
+from models.vit import model_geometry
 
 REFUSED = "refused"
 
@@ -89,11 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    model = create_model(args.model, pretrained=False, device=device)
+    model = random_model(args)
     methods = args.methods or ordered_methods()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"model {args.model} (random weights), device {device} ({name}), precision "

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from agcam.bench.abpc import random_batches
+from agcam.bench.common import random_model
 from agcam.evaluation.curves import PerturbationTest, perturbation_curves
 from agcam.evaluation.perturbation import TESTS, make_tests
 from agcam.maps import to_heatmap
@@ -125,11 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.vit import create_model
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = create_model(args.model, pretrained=False, device=torch.device(args.device))
+    model = random_model(args)
     print(f"model {args.model} (random weights), device {args.device}, torch threads "
           f"{torch.get_num_threads()}, {args.images} images, batch size {args.batch_size}",
           flush=True)
