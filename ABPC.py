@@ -21,18 +21,14 @@ from agcam.cli.common import (
     script_entry,
     start_run,
 )
-from agcam.cli.stores import add_store_args, check_model, open_checked_stores
-from agcam.registry import paper_methods
+from agcam.cli.stores import add_store_args, check_model, open_checked_stores, scored_indices
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "ABPC", description="Area between the perturbation curves (LeRF - MoRF) of the "
-        "heatmaps save_h5.py stored.")
-    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s) the files hold: {', '.join(paper_methods())}, "
-                             "... (every registered name), several, or all; with several, one "
-                             "table of AUC(LeRF), AUC(MoRF) and ABPC (default: agcam)")
+        "heatmaps save_h5.py stored; with several methods, one table of AUC(LeRF), AUC(MoRF) "
+        "and ABPC.")
     add_store_args(parser, csv_help="<PREFIX>_<method>_ABPC.csv (per image) and .png (mean curves)",
                    file_help="<PREFIX>_<method>_ABPC.txt and .json")
     return parser
@@ -82,7 +78,7 @@ def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespac
     from models.vit import model_geometry
 
     geometry = model_geometry(model)
-    indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
+    indices = scored_indices(store, args, ctx)
     read_batch = args.read_batch or max(1, min(args.batch_size, 32))
     skipped = int((~store.valid).sum())
     curves = abpc_curves(model, store.batches(read_batch, geometry.mean, geometry.std, indices),

@@ -3,7 +3,7 @@
 
     python localization.py --method agcam --data_root ./ILSVRC --threshold 0.5
     python localization.py --dataset voc --data_root ./VOC --checkpoint voc_vit/model.pth
-    python localization.py --method all --data_root ./ILSVRC --output results
+    python localization.py --method all --data_root ./ILSVRC --out results
 
 For each image the model classifies correctly, the box drawn from the method's heatmap is compared
 with the ground-truth boxes; the script prints the mean pixel accuracy, IoU, Dice, precision and
@@ -24,14 +24,15 @@ from agcam.cli.common import (
     add_dataset_args,
     add_method_arg,
     add_model_args,
+    add_out_arg,
     add_run_args,
+    check_out_dir,
     check_run_args,
     dataset_from_args,
     samples_from_args,
     script_entry,
     start_run,
 )
-from agcam.evaluation.wsol import CAM_CURVE_INTERVALS
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
 
@@ -58,15 +59,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="threshold step of --maxboxacc: 0.01 (default) or 0.001")
     add_model_args(parser)
     add_run_args(parser)
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="write localization_<method>.csv (per image) and "
-                             "localization_<method>.json (means) per method, and the table of "
-                             "every method, localization_table.csv and .md, into DIR")
+    add_out_arg(parser, "a folder for localization_<method>.csv (per image) and "
+                "localization_<method>.json (means) per method, and the table of every method, "
+                "localization_table.csv and .md", aliases=("--output",))
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Every flag checked before anything heavy starts (UsageError names the flag)."""
+    from agcam.evaluation.wsol import CAM_CURVE_INTERVALS
+
     check_run_args(args)
     for threshold in args.threshold:
         if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
@@ -77,13 +79,7 @@ def check_args(args: argparse.Namespace) -> None:
     if len(set(args.threshold)) != len(args.threshold):
         raise UsageError(f"--threshold {' '.join(f'{t:g}' for t in args.threshold)}: "
                          "a threshold is given twice")
-    if args.output is not None:
-        if os.path.exists(args.output) and not os.path.isdir(args.output):
-            raise UsageError(f"--output {args.output}: exists and is not a directory")
-        try:
-            os.makedirs(args.output, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--output {args.output}: cannot be created ({exc.strerror})")
+    check_out_dir(args)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -162,13 +158,13 @@ def main(args: argparse.Namespace) -> int:
         if len(args.methods) > 1:
             print("maps per method: " + ", ".join(
                 f"{m} {timer.per_method.get(m, 0.0):.1f} s" for m in args.methods), flush=True)
-        if args.output is not None:
+        if args.out is not None:
             written = []
             for results, summary in summaries.values():
-                paths = write_outputs(args.output, results, summary, args.threshold,
+                paths = write_outputs(args.out, results, summary, args.threshold,
                                       getattr(model, "label_names", None))
                 written += [paths["csv"], paths["json"]]
-            paths = write_table(args.output, [s for _, s in summaries.values()])
+            paths = write_table(args.out, [s for _, s in summaries.values()])
             written += [paths["csv"], paths["md"]]
             print("wrote " + ", ".join(written))
         return 0

@@ -25,19 +25,14 @@ from agcam.cli.common import (
     script_entry,
     start_run,
 )
-from agcam.cli.stores import add_store_args
-from agcam.evaluation.curves import CHEFER_AUC
-from agcam.evaluation.perturbation import NEEDED_TARGET, TESTS
-from agcam.registry import paper_methods
+from agcam.cli.stores import add_store_args, scored_indices
+from agcam.evaluation.names import CHEFER_AUC, NEEDED_TARGET, TESTS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "perturbation", description="Chefer's perturbation test (positive, negative) and "
         "RISE's insertion/deletion of the heatmaps save_h5.py stored.")
-    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s) the files hold: {', '.join(paper_methods())}, "
-                             "... (every registered name), several, or all (default: agcam)")
     parser.add_argument("--test", nargs="+", default=["positive", "negative"], metavar="TEST",
                         help=f"the tests: {', '.join(TESTS)} (default: positive negative; "
                              "insertion and deletion need a store of --target predicted)")
@@ -133,7 +128,7 @@ def evaluate_store(store, method: str, target: str, spec, model, ctx,
               file=sys.stderr)
     tests = make_tests(args.test, geometry.mean, geometry.std, geometry.input_size[1],
                        args.rise_step)
-    indices = distributed.shard_indices(store.num_images, ctx.rank, ctx.world_size)
+    indices = scored_indices(store, args, ctx)
     read_batch = args.read_batch or max(1, min(args.batch_size, 32))
     skipped = int((~store.valid).sum())
     results = perturbation_curves(

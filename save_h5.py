@@ -1,11 +1,12 @@
 """Explain every validation image's label class (or predicted class) into an HDF5 store, for
 ABPC.py and perturbation.py.
 
-    python save_h5.py --method agcam --save_root ./saveroot --data_root ./ILSVRC
+    python save_h5.py --method agcam --out ./saveroot --data_root ./ILSVRC
     python save_h5.py --dataset cub --data_root ./CUB --checkpoint cub_vit/model.pth
-    python save_h5.py --method all --target predicted --save_root ./saveroot_top
+    python save_h5.py --method all --target predicted --out ./saveroot_top
 
-Writes ``<save_root>/ILSVRC_<method>.hdf5`` (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``; one
+Writes ``<out>/ILSVRC_<method>.hdf5`` (``--out`` is the released script's ``--save_root``, which
+still works) (``VOC_<method>.hdf5``, ``CUB_<method>.hdf5``; one
 file per method with ``--method agcam gae`` or ``--method all``, from one pass over the data): per
 image the label, the resized image before normalisation (uint8) and the raw map of the label
 class (``--target predicted``: of the model's top-1 class, for perturbation.py's insertion and
@@ -26,12 +27,14 @@ from agcam.cli.common import (
     add_dataset_args,
     add_method_arg,
     add_model_args,
+    add_out_arg,
     add_run_args,
     check_run_args,
     dataset_from_args,
     samples_from_args,
     script_entry,
     start_run,
+    typed,
 )
 
 SAMPLES_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "samples", "ILSVRC")
@@ -42,12 +45,13 @@ TARGETS = ("label", "predicted")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "save_h5", description="Explain the label class of every image of the data set and "
-        "store images, labels and maps in <save_root>/<ILSVRC|VOC|CUB>_<method>.hdf5 (one per "
-        "method) for ABPC.py.")
+        "store images, labels and maps in <out>/<ILSVRC|VOC|CUB|SYNTH>_<method>.hdf5 (one per "
+        "method) for ABPC.py and perturbation.py. The same command after an interruption "
+        "continues where it stopped.")
     add_method_arg(parser)
     add_dataset_args(parser)
-    parser.add_argument("--save_root", default="./saveroot",
-                        help="folder of the HDF5 file, created if missing (default: ./saveroot)")
+    add_out_arg(parser, "the folder of the HDF5 files, created if missing", default="./saveroot",
+                aliases=("--save_root",))
     parser.add_argument("--data_root", default=None,
                         help="ILSVRC root holding Data/CLS-LOC/val and Annotations/CLS-LOC/val "
                              "(default: the small set in samples/ILSVRC); for voc the folder "
@@ -67,8 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     check_run_args(args)
-    if os.path.exists(args.save_root) and not os.path.isdir(args.save_root):
-        raise UsageError(f"--save_root {args.save_root}: exists and is not a directory")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"{typed(args, 'out')} {args.out}: exists and is not a directory")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -83,16 +87,16 @@ def main(args: argparse.Namespace) -> int:
     listing = samples_from_args(args, SAMPLES_ROOT)
     samples = listing.samples
     try:
-        os.makedirs(args.save_root, exist_ok=True)
+        os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--save_root {args.save_root}: cannot be created "
+        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot be created "
                          f"({exc.strerror})") from None
     ctx, model = start_run(args, spec)
     try:
         if ctx.is_main:
             print(listing.describe(), flush=True)
         jobs = [ExportJob(get_explainer(method, model, precision=args.precision),
-                          store_path(args.save_root, method, spec.prefix),
+                          store_path(args.out, method, spec.prefix),
                           store_meta(method, model, args.model, args.checkpoint,
                                      args.batch_size, dataset=spec.name,
                                      precision=args.precision, target=args.target))
@@ -109,10 +113,27 @@ def main(args: argparse.Namespace) -> int:
                   f"{len(stats.unreadable)} unreadable), layout {args.layout}, {size:,} bytes "
                   f"({size / max(stats.num_images, 1):,.0f} per image), {stats.seconds:.1f} s",
                   flush=True)
+        if len(all_stats) > 1:
+            print(f"time: {all_stats[0].run_seconds:.1f} s in all (decoding shared by the "
+                  f"{len(all_stats)} files)", flush=True)
         return 0
     finally:
         distributed.cleanup(ctx)
 
 
+def kept_after_interrupt(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves: the images each store holds, and how to go on."""
+    from agcam.cli.common import dataset_from_args as spec_of
+    from agcam.store import count_kept, store_path
+    spec = spec_of(args)
+    counts = []
+    for method in getattr(args, "methods", None) or []:
+        kept = count_kept(store_path(args.out, method, spec.prefix))
+        if kept is not None:
+            counts.append(f"{kept[0]} of {kept[1]} images of {method}")
+    held = "; ".join(counts) if counts else "no image"
+    return f"{held} kept in {args.out}; the same command continues where it stopped"
+
+
 if __name__ == "__main__":
-    sys.exit(script_entry(get_args_parser, main)())
+    sys.exit(script_entry(get_args_parser, main, kept_after_interrupt)())

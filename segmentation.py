@@ -3,7 +3,7 @@ Interpretability Beyond Attention Visualization"): pixel accuracy, mIoU and mAP 
 map of the predicted class against the foreground masks.
 
     python segmentation.py --data_root ./imagenet_seg --method agcam
-    python segmentation.py --data_root ./imagenet_seg/gtsegs_ijcv.mat --method all --output results
+    python segmentation.py --data_root ./imagenet_seg/gtsegs_ijcv.mat --method all --out results
     torchrun --nproc_per_node 4 segmentation.py --data_root ./imagenet_seg --method all
 
 ``--data_root`` is the folder holding ``gtsegs_ijcv.mat`` (MATLAB v7.3) or the file itself. The
@@ -13,18 +13,23 @@ see agcam/evaluation/segmentation.py and docs/segmentation.md for what is comput
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from agcam.cli.common import (
     UsageError,
+    add_dataset_arg,
     add_method_arg,
     add_model_args,
+    add_out_arg,
     add_run_args,
+    check_out_dir,
     check_run_args,
     script_entry,
     start_run,
 )
+
+#: the one data set of this test (``--dataset`` takes its name, as every evaluation does)
+DATASET = "imagenet_seg"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -32,15 +37,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         "segmentation", description="Chefer et al.'s segmentation test on ImageNet-Segmentation: "
         "pixel accuracy, mIoU and mAP of each method's map (percent).")
     add_method_arg(parser)
+    add_dataset_arg(parser, names=(DATASET,), default=DATASET)
     parser.add_argument("--data_root", default=None,
                         help="the folder holding gtsegs_ijcv.mat (ImageNet-Segmentation, MATLAB "
                              "v7.3) or the file itself")
     add_model_args(parser)
     add_run_args(parser)
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="write segmentation_<method>.csv (per image) and "
-                             "segmentation_<method>.json per method, and the table of every "
-                             "method, segmentation_table.csv and .md, into DIR")
+    add_out_arg(parser, "a folder for segmentation_<method>.csv (per image) and "
+                "segmentation_<method>.json per method, and the table of every method, "
+                "segmentation_table.csv and .md", aliases=("--output",))
     return parser
 
 
@@ -48,19 +53,16 @@ def check_args(args: argparse.Namespace) -> str:
     """Every flag checked before anything heavy starts; returns the .mat file's path."""
     from agcam.datasets.imagenet_seg import count_images, find_mat_file
 
+    if args.dataset.lower().replace("-", "_") != DATASET:
+        raise UsageError(f"--dataset {args.dataset}: segmentation.py runs Chefer's test on "
+                         f"{DATASET} (ImageNet-Segmentation) only")
     check_run_args(args)
     if args.decode != "pil":
         raise UsageError(f"--decode {args.decode}: ImageNet-Segmentation's images are arrays in "
                          "the .mat file; only pil applies")
     path = find_mat_file(args.data_root)
     count_images(path)
-    if args.output is not None:
-        if os.path.exists(args.output) and not os.path.isdir(args.output):
-            raise UsageError(f"--output {args.output}: exists and is not a directory")
-        try:
-            os.makedirs(args.output, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--output {args.output}: cannot be created ({exc.strerror})")
+    check_out_dir(args)
     return path
 
 
@@ -119,11 +121,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"time: {seconds:.1f} s for {len(loader.dataset)} images on rank 0; maps and "
               "metrics per method: " + ", ".join(f"{m} {result['seconds'][m]:.1f} s"
                                                 for m in args.methods), flush=True)
-        if args.output is not None:
+        if args.out is not None:
             written = []
             for summary in summaries:
-                written += write_outputs(args.output, per_method[summary["method"]], summary)
-            written += write_table(args.output, summaries)
+                written += write_outputs(args.out, per_method[summary["method"]], summary)
+            written += write_table(args.out, summaries)
             print("wrote " + ", ".join(written))
         return 0
     finally:

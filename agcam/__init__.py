@@ -6,14 +6,45 @@ The face of the package: everything a user needs to explain a model is importabl
     predictions, maps = get_explainer("agcam", create_model()).explain(images)
 
 The methods (``agcam.method`` and the ``baselines`` package) register themselves with
-:mod:`agcam.registry` when it first looks a name up; ``agcam`` does not import ``baselines``.
+``agcam.registry`` when it first looks a name up; ``agcam`` does not import ``baselines``.
+
+The names are loaded when first used (a module ``__getattr__``, PEP 562): importing ``agcam`` or
+one of its command-line modules imports no torch, so that ``--help`` answers at once.
 """
-from agcam.explainer import Explainer, Explanation
-from agcam.maps import to_heatmap
-from agcam.method import AGCAM
-from agcam.registry import available_methods, get_explainer, method_label, ordered_methods, register
-from models.vit import build_transform, create_model, load_image
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 __all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "build_transform",
            "create_model", "get_explainer", "load_image", "method_label", "ordered_methods",
            "register", "to_heatmap"]
+
+if TYPE_CHECKING:  # pragma: no cover - what static tools see
+    from agcam.explainer import Explainer, Explanation
+    from agcam.maps import to_heatmap
+    from agcam.method import AGCAM
+    from agcam.registry import (
+        available_methods,
+        get_explainer,
+        method_label,
+        ordered_methods,
+        register,
+    )
+    from models.vit import build_transform, create_model, load_image
+
+
+def __getattr__(name: str):
+    """The public names, loaded together on the first use of any of them."""
+    if name not in __all__:
+        raise AttributeError(f"module 'agcam' has no attribute {name!r}")
+    from agcam import explainer, maps, method, registry
+    from models import vit
+    for module in (explainer, maps, method, registry, vit):
+        for public in __all__:
+            if hasattr(module, public):
+                globals()[public] = getattr(module, public)
+    return globals()[name]
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import torch
-
+# torch is imported inside the functions: the command-line parsers read PRECISIONS
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEFAULT_PRECISION = "fp32"
 
@@ -32,6 +31,7 @@ def check_precision(mode: str) -> str:
 @contextlib.contextmanager
 def tf32_allowed() -> Iterator[None]:
     """TF32 matrix products and convolutions inside the block; the previous flags restored."""
+    import torch
     saved = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
              torch.backends.cudnn.allow_tf32)
     try:
@@ -50,7 +50,7 @@ def precision(mode: str = DEFAULT_PRECISION, device_type: str = "cpu") -> Iterat
     """Run the block at ``mode`` (see the module docstring) on ``device_type`` (``cuda``, ``cpu``,
     or a :class:`torch.device`)."""
     check_precision(mode)
-    if isinstance(device_type, torch.device):
+    if not isinstance(device_type, str):   # a torch.device
         device_type = device_type.type
     if mode == "fp32":
         yield
@@ -58,6 +58,7 @@ def precision(mode: str = DEFAULT_PRECISION, device_type: str = "cpu") -> Iterat
         with tf32_allowed():
             yield
     else:
+        import torch
         with torch.autocast(device_type, dtype=torch.bfloat16):
             yield
 
@@ -65,6 +66,7 @@ def precision(mode: str = DEFAULT_PRECISION, device_type: str = "cpu") -> Iterat
 def autocast_active(device_type: str) -> bool:
     """Whether autocast to a reduced precision is on for ``device_type`` (e.g. a caller's
     ``with precision("bf16", ...)`` around an explainer)."""
+    import torch
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # pragma: no cover - torch < 2.4 takes no argument

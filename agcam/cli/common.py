@@ -9,16 +9,28 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import random
 import sys
 from typing import Callable, List, Optional, Sequence, Union
 
-import numpy as np
-import torch
-
 from agcam.errors import EXIT_USAGE, UsageError
 from agcam.precision import DEFAULT_PRECISION, PRECISIONS
-from models.vit import DEFAULT_MODEL, ModelError, create_model
+from agcam.runtime import (  # noqa: F401  (re-exported: the scripts import them from here)
+    model_from_args,
+    print_args,
+    resolve_device,
+    seed_everything,
+)
+
+# Nothing heavy is imported at the top of this module (torch, numpy, the models, the data sets):
+# every parser is built, and ``--help`` or a usage error answered, before any of them loads
+# (tests/test_cli.py checks it). The names the parsers show are therefore kept here, each checked
+# against its source by a test:
+#: the paper's weights, ``models.vit.DEFAULT_MODEL``
+DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"
+#: the data sets of the image scripts, ``agcam.datasets.DATASETS``
+DATASET_NAMES = ("ilsvrc", "voc", "cub", "synthetic")
+#: the methods of the paper's tables, ``agcam.registry.paper_methods()`` (the help's examples)
+PAPER_METHODS = ("agcam", "lrp", "rollout")
 
 
 def str2bool(value) -> bool:
@@ -33,23 +45,115 @@ def str2bool(value) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``--model``, ``--checkpoint``, ``--device``: shared by every script."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="timm model name (default: the paper's weights, "
-                             f"{DEFAULT_MODEL})")
-    parser.add_argument("--checkpoint", default=None,
-                        help="local weights (.pth state dict or .safetensors) instead of the hub")
+# -- the one vocabulary of flags -------------------------------------------------------------
+# Every parser adds these flags through the helpers below, so that a flag of one name has one
+# meaning, type and help everywhere (tests/test_cli.py walks every parser). Where a flag has
+# other names (the paper's ``--save_root``, ``--output``, bench's ``--methods``), they are aliases
+# of the same flag; an error names the one the user typed (:func:`typed`).
+
+class _Typed(argparse.Action):
+    """Store the value and remember which of the flag's names the user typed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        typed_names = dict(getattr(namespace, "_typed", None) or {})
+        typed_names[self.dest] = option_string
+        namespace._typed = typed_names
+
+
+def typed(args: argparse.Namespace, dest: str) -> str:
+    """The name the user typed for the flag stored in ``dest`` (``--save_root`` rather than
+    ``--out``), else its canonical name ``--dest``."""
+    return (getattr(args, "_typed", None) or {}).get(dest) or f"--{dest}"
+
+
+def _default_text(default) -> str:
+    if isinstance(default, (list, tuple)):
+        return " ".join(map(str, default))
+    return str(default)
+
+
+def add_method_arg(parser: argparse.ArgumentParser, default: Sequence[str] = ("agcam",)) -> None:
+    """``--method NAME [NAME ...]`` (alias ``--methods``): one or several registered methods,
+    or ``all``; resolved by :func:`resolve_methods`."""
+    parser.add_argument("--method", "--methods", nargs="+", default=list(default),
+                        metavar="METHOD", action=_Typed,
+                        help=f"explanation method(s): one or several of "
+                             f"{', '.join(PAPER_METHODS)}, ... (every registered name; "
+                             f"docs/methods.md), or all (default: {_default_text(default)})")
+
+
+def add_out_arg(parser: argparse.ArgumentParser, what: str, default: Optional[str] = None,
+                aliases: Sequence[str] = (), required: bool = False, metavar: str = "DIR",
+                default_text: Optional[str] = None) -> None:
+    """``--out PATH``: where the command writes (``what``); ``aliases``: the names a script had
+    before (``--output``, ``--save_root``)."""
+    shown = default_text or (default if default is not None else "none")
+    suffix = "required" if required else f"default: {shown}"
+    parser.add_argument("--out", *aliases, default=default, required=required, metavar=metavar,
+                        action=_Typed, help=f"where the output goes: {what} ({suffix})")
+
+
+def add_limit_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="only the first N images, in name order (default: every image)")
+
+
+def add_dataset_arg(parser: argparse.ArgumentParser, names: Sequence[str] = DATASET_NAMES,
+                    default: Optional[str] = "ilsvrc", default_text: Optional[str] = None
+                    ) -> None:
+    """``--dataset NAME``, one of ``names`` (checked by the data set code, which names them)."""
+    parser.add_argument("--dataset", default=default, metavar="NAME",
+                        help=f"data set: {', '.join(names)} (default: "
+                             f"{default_text or default})")
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
-                        help="cuda or cpu (default: cuda when available, else cpu)")
-    return parser
+                        help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
 
 
 def add_precision_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                        help="fp32: exact, the released numbers (default); tf32: TF32 matrix "
+                        help="fp32: exact, the released numbers; tf32: TF32 matrix "
                              "products on CUDA; bf16: bfloat16 autocast, float32 maps (LRP "
-                             "refuses it); see docs/gpu.md")
+                             f"refuses it); see docs/gpu.md (default: {DEFAULT_PRECISION})")
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--batch_size", type=int, default=default,
+                        help=f"images per forward pass (default: {default})")
+
+
+def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--seed", type=int, default=default,
+                        help=f"random seed (default: {default})")
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def add_threads_arg(parser: argparse.ArgumentParser, default: Optional[int] = None) -> None:
+    parser.add_argument("--threads", type=int, default=default,
+                        help="torch CPU threads (default: "
+                             f"{default if default is not None else 'torch decides'})")
+
+
+def add_model_args(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL,
+                   default_text: str = f"the paper's weights, {DEFAULT_MODEL}",
+                   checkpoint: bool = True) -> argparse.ArgumentParser:
+    """``--model``, ``--checkpoint`` (unless not ``checkpoint``), ``--device``: shared by every
+    script."""
+    parser.add_argument("--model", default=default,
+                        help=f"timm model name, or hf:<repo id> (default: {default_text})")
+    if checkpoint:
+        parser.add_argument("--checkpoint", default=None,
+                            help="local weights instead of the hub: a .pth state dict, "
+                                 ".safetensors, or a transformers checkpoint folder "
+                                 "(default: none)")
+    add_device_arg(parser)
+    return parser
 
 
 def check_precision_arg(method: str, precision: str) -> None:
@@ -64,90 +168,67 @@ def check_precision_arg(method: str, precision: str) -> None:
             raise UsageError(f"--precision {precision}: {exc}") from None
 
 
-def resolve_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: not a device (use cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def model_from_args(args: argparse.Namespace, device: Optional[torch.device] = None):
-    """Create the model the flags name; ``ModelError`` becomes a ``UsageError``."""
-    device = device if device is not None else resolve_device(getattr(args, "device", None))
-    try:
-        return create_model(args.model, checkpoint=args.checkpoint, device=device)
-    except ModelError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def seed_everything(seed: int) -> None:
-    """One place that fixes every random generator the scripts touch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def print_args(args: argparse.Namespace) -> None:
-    print(" ".join(f"{k}={v}" for k, v in sorted(vars(args).items())), flush=True)
+#: the exit code of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
 
 
 def run_main(main: Callable[[argparse.Namespace], Optional[int]],
-             args: argparse.Namespace) -> int:
-    """Run a script's ``main``: user errors print one clear line and return exit code 2."""
+             args: argparse.Namespace,
+             on_interrupt: Optional[Callable[[argparse.Namespace], str]] = None) -> int:
+    """Run a script's ``main``: user errors print one clear line and return exit code 2; Ctrl-C
+    prints what was kept (``on_interrupt(args)``: a line saying so, e.g. how many images are
+    stored and that the same command resumes) and returns 130."""
     try:
         code = main(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
+        message = "nothing written by this run is kept unless the command says otherwise"
+        if on_interrupt is not None:
+            try:
+                message = on_interrupt(args)
+            except Exception as exc:  # the report must not hide the interruption
+                message = f"what was kept could not be read ({type(exc).__name__}: {exc})"
+        print(f"interrupted: {message}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return int(code or 0)
 
 
 def script_entry(get_args_parser: Callable[[], argparse.ArgumentParser],
-                 main: Callable[[argparse.Namespace], Optional[int]]) -> Callable[..., int]:
-    """``sys.exit(script_entry(get_args_parser, main)())`` for a top-level script."""
+                 main: Callable[[argparse.Namespace], Optional[int]],
+                 on_interrupt: Optional[Callable[[argparse.Namespace], str]] = None
+                 ) -> Callable[..., int]:
+    """``sys.exit(script_entry(get_args_parser, main)())`` for a top-level script
+    (``on_interrupt``: see :func:`run_main`)."""
     @functools.wraps(main)
     def entry(argv=None) -> int:
         args = get_args_parser().parse_args(argv)
-        return run_main(main, args)
+        return run_main(main, args, on_interrupt)
     return entry
 
 
 # -- what the data scripts (localization.py, save_h5.py) share -----------------------------------
-from agcam.registry import ordered_methods, paper_methods  # noqa: E402  (re-exported)
 
-
-def add_method_arg(parser: argparse.ArgumentParser, help_suffix: str = "") -> None:
-    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s){help_suffix}: one or several of "
-                             f"{', '.join(paper_methods())}, ... (every registered name), or "
-                             "all (default: agcam)")
-
-
-def resolve_methods(names: Union[str, Sequence[str]], precision: Optional[str] = None
-                    ) -> List[str]:
+def resolve_methods(names: Union[str, Sequence[str]], precision: Optional[str] = None,
+                    flag: str = "--method") -> List[str]:
     """``--method`` as given (a name, several, or ``all``) -> the method names, checked.
 
     A bad or repeated name is a :class:`UsageError` listing the available methods; with
-    ``precision``, so is a method that refuses it (:func:`check_precision_arg`).
+    ``precision``, so is a method that refuses it (:func:`check_precision_arg`). ``flag``: the
+    name the user typed (:func:`typed`).
     """
+    from agcam.registry import ordered_methods
     names = [names] if isinstance(names, str) else list(names)
     if "all" in names:
         if len(names) > 1:
-            raise UsageError(f"--method {' '.join(names)}: all cannot be combined with names")
+            raise UsageError(f"{flag} {' '.join(names)}: all cannot be combined with names")
         return _check_precision(ordered_methods(), precision)
     for name in names:
-        check_method(name)
+        check_method(name, flag)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise UsageError(f"--method {' '.join(names)}: {', '.join(repeated)} given twice")
+        raise UsageError(f"{flag} {' '.join(names)}: {', '.join(repeated)} given twice")
     return _check_precision(names, precision)
 
 
@@ -177,51 +258,69 @@ def default_num_workers() -> int:
 def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
     """``--batch_size``, ``--num_workers``, ``--decode``, ``--precision``, ``--limit``,
     ``--seed``, ``--no_progress``."""
-    parser.add_argument("--batch_size", type=int, default=batch_size,
-                        help=f"images per forward/backward pass (default: {batch_size})")
+    add_batch_size_arg(parser, batch_size)
+    add_workers_arg(parser)
+    parser.add_argument("--decode", default="pil", choices=DECODERS,
+                        help="pil: the released PIL decode and resize, exact; gpu: "
+                             "JPEGs decoded (nvJPEG) and resized (antialiased bilinear) on the "
+                             "model's device, faster, not bit-identical (see docs/gpu.md) "
+                             "(default: pil)")
+    add_precision_arg(parser)
+    add_limit_arg(parser)
+    add_seed_arg(parser)
+    add_progress_arg(parser)
+
+
+def add_workers_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num_workers", type=int, default=None,
                         help="loader processes decoding images; 0 decodes in the main process "
                              "(default: the CPU cores available, at most "
                              f"{MAX_DEFAULT_WORKERS})")
-    parser.add_argument("--decode", default="pil", choices=DECODERS,
-                        help="pil: the released PIL decode and resize, exact (default); gpu: "
-                             "JPEGs decoded (nvJPEG) and resized (antialiased bilinear) on the "
-                             "model's device, faster, not bit-identical (see docs/gpu.md)")
-    add_precision_arg(parser)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N images, by name")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, flag: str = "--method") -> None:
     from agcam.registry import available_methods
     methods = available_methods()
     if method not in methods:
-        raise UsageError(f"--method {method}: unknown method; choose from {', '.join(methods)} "
+        raise UsageError(f"{flag} {method}: unknown method; choose from {', '.join(methods)} "
                          "or all")
+
+
+def check_at_least(args: argparse.Namespace, *dests: str, minimum: int = 1) -> None:
+    """Each integer flag of ``dests`` that is set must be at least ``minimum``."""
+    for dest in dests:
+        value = getattr(args, dest)
+        if value is not None and value < minimum:
+            raise UsageError(f"{typed(args, dest)} {value}: must be at least {minimum}")
 
 
 def check_run_args(args: argparse.Namespace) -> None:
     """The flags of :func:`add_run_args` (and ``--method``, resolved into ``args.methods``),
     before anything heavy starts."""
-    args.methods = resolve_methods(args.method, args.precision)
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    args.methods = resolve_methods(args.method, args.precision, typed(args, "method"))
+    check_at_least(args, "batch_size", "limit")
     if args.num_workers is None:
         args.num_workers = default_num_workers()
-    if args.num_workers < 0:
-        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit {args.limit}: must be at least 1")
+    check_at_least(args, "num_workers", minimum=0)
+
+
+def check_out_dir(args: argparse.Namespace) -> None:
+    """``--out`` (when given) is a folder, created if missing."""
+    if args.out is None:
+        return
+    flag = typed(args, "out")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"{flag} {args.out}: exists and is not a directory")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {args.out}: cannot be created ({exc.strerror})") from None
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, split: bool = True) -> None:
     """``--dataset`` and (with ``split``) ``--split``."""
-    from agcam.datasets import DATASETS
-    parser.add_argument("--dataset", default="ilsvrc",
-                        help=f"data set: {', '.join(DATASETS)} (default: ilsvrc, the paper's "
-                             "Table 1; voc and cub need a fine-tuned --checkpoint)")
+    add_dataset_arg(parser, default_text="ilsvrc, the paper's Table 1; voc and cub need a "
+                                         "fine-tuned --checkpoint")
     if split:
         parser.add_argument("--split", default=None,
                             help="split to evaluate (default: val for ilsvrc and voc, test for "

@@ -8,27 +8,32 @@ import os
 import sys
 from typing import Optional
 
-import numpy as np
-
 from agcam.cli.common import (
     UsageError,
+    add_batch_size_arg,
+    add_dataset_arg,
+    add_limit_arg,
+    add_method_arg,
     add_model_args,
     add_precision_arg,
+    add_progress_arg,
+    add_seed_arg,
+    check_at_least,
     dataset_from_args,
     resolve_methods,
     str2bool,
+    typed,
 )
 
 
 def add_store_args(parser: argparse.ArgumentParser, csv_help: str, file_help: str) -> None:
-    """The flags every scoring script shares, after its own: ``--dataset``, ``--h5_root``,
+    """The flags every scoring script shares: ``--method``, ``--dataset``, ``--h5_root``,
     ``--h5_file``, ``--csv`` and ``--file`` (what they write: ``csv_help``, ``file_help``), the
-    model flags, ``--batch_size``, ``--precision``, ``--seed`` and ``--no_progress``."""
-    from agcam.datasets import DATASETS
-    parser.add_argument("--dataset", default=None,
-                        help=f"data set the file holds: {', '.join(DATASETS)}; names the file "
-                             "(<PREFIX>_<method>.hdf5) and the outputs (default: the one the "
-                             "file records, else ilsvrc)")
+    model flags, ``--batch_size``, ``--precision``, ``--limit``, ``--seed`` and
+    ``--no_progress``."""
+    add_method_arg(parser)
+    add_dataset_arg(parser, default=None, default_text="the one the file records, else ilsvrc; "
+                                                       "it names the file, <PREFIX>_<method>.hdf5")
     parser.add_argument("--h5_root", default="./saveroot",
                         help="folder of <PREFIX>_<method>.hdf5 (default: ./saveroot)")
     parser.add_argument("--h5_file", default=None,
@@ -38,12 +43,20 @@ def add_store_args(parser: argparse.ArgumentParser, csv_help: str, file_help: st
     parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
                         help=f"write {file_help} beside the HDF5 file (default: False)")
     add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=64,
-                        help="perturbed images per forward pass (default: 64)")
+    add_batch_size_arg(parser, 64)
     add_precision_arg(parser)
+    add_limit_arg(parser)
     parser.add_argument("--read_batch", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_seed_arg(parser)
+    add_progress_arg(parser)
+
+
+def scored_indices(store, args: argparse.Namespace, ctx):
+    """This process's share of the store's images: the first ``--limit`` (every one without
+    it), split among the processes."""
+    from agcam import distributed
+    count = store.num_images if args.limit is None else min(args.limit, store.num_images)
+    return distributed.shard_indices(count, ctx.rank, ctx.world_size)
 
 
 def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None,
@@ -86,9 +99,8 @@ def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label
                         script: str = "ABPC") -> list:
     """Every store the flags name, all checked before the model is made (``target``: see
     :func:`open_checked_store`)."""
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
-    args.methods = resolve_methods(args.method, args.precision)
+    check_at_least(args, "batch_size", "limit")
+    args.methods = resolve_methods(args.method, args.precision, typed(args, "method"))
     if args.h5_file is not None and len(args.methods) > 1:
         raise UsageError(f"--h5_file {args.h5_file}: one method only (several methods read "
                          "--h5_root)")
@@ -107,6 +119,8 @@ def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label
 def check_model(store, model, args: argparse.Namespace) -> None:
     """The store against the model: input size (UsageError), and warnings for another model,
     precision or normalisation than the store was written with."""
+    import numpy as np
+
     from models.vit import model_geometry
     geometry = model_geometry(model)
     size = tuple(geometry.input_size)

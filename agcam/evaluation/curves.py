@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agcam.evaluation.names import CHEFER_AUC
 from agcam.precision import precision as precision_context
 from models.inference import class_token_logits
 
@@ -558,10 +559,6 @@ def rise_auc(curve: Sequence[float]) -> float:
     if a.size < 2:
         raise ValueError("an AUC needs at least two points")
     return float((a.sum() - a[0] / 2 - a[-1] / 2) / (a.size - 1))
-
-
-#: Chefer's AUC conventions (perturbation tests), by name
-CHEFER_AUC = ("sklearn_0_1", "trapezoid_0.1_0.9")
 
 
 def chefer_auc(curve: Sequence[float], steps: Sequence[float], clean: float,

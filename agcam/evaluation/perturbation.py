@@ -40,14 +40,11 @@ from agcam.evaluation.curves import (
     chefer_auc,
     rise_auc,
 )
+from agcam.evaluation.names import NEEDED_TARGET, TESTS  # noqa: F401  (re-exported)
 from agcam.maps import to_heatmap
 
-TESTS = ("positive", "negative", "insertion", "deletion")
 CHEFER_TESTS = ("positive", "negative")
 RISE_TESTS = ("insertion", "deletion")
-#: the store target (class of the stored maps) each test needs; Chefer's test takes either
-#: ("target": the label, "top": the predicted class)
-NEEDED_TARGET = {"insertion": "predicted", "deletion": "predicted"}
 #: Chefer's removed fractions
 CHEFER_STEPS = tuple(i / 10 for i in range(1, 10))
 #: RISE's step, in image rows (224 * 8 pixels for a 224-wide input)

@@ -8,7 +8,8 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Optional, Sequence, Tuple
 
 from agcam.store.compact import CompactWriter
 from agcam.store.metadata import (
@@ -31,7 +32,8 @@ from agcam.store.released import ReleasedWriter
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEATMAP_RECIPE", "LAYOUTS", "PARTIAL_SUFFIX", "PREFIXES",
            "CompactWriter", "ReleasedWriter", "StoreBatch", "StoreError", "StoreMeta",
-           "StoreReader", "StoreWriter", "heatmaps_from_maps", "open_store", "open_writer",
+           "StoreReader", "StoreWriter", "count_kept", "heatmaps_from_maps", "open_store",
+           "open_writer",
            "store_path", "unnormalized_images", "work_units"]
 
 
@@ -43,3 +45,22 @@ def open_writer(path: str, layout: str, names: Sequence[str], labels: Sequence[i
     if layout == "released":
         return ReleasedWriter(path, names, labels, meta)
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def count_kept(path: str) -> Optional[Tuple[int, int]]:
+    """``(images written, images of the run)`` of the store at ``path``, complete or
+    interrupted (either layout), or ``None`` when nothing is there: what a resumed run keeps."""
+    import h5py
+    if os.path.exists(path):
+        with h5py.File(path, "r") as f:
+            total = int(f.attrs.get("num_images", 0))
+            if "done" in f:                                     # compact
+                return int(f["done"][()].astype(bool).sum()), total
+            return total, total                                 # released, complete
+    partial = path + PARTIAL_SUFFIX
+    if os.path.exists(partial):                                 # released, interrupted
+        with h5py.File(partial, "r") as f:
+            total = int(f.attrs.get("num_images", 0))
+            units = work_units(total, int(f.attrs["batch_size"]))
+            return sum(len(u) for u in units[:int(f.attrs.get("done_units", 0))]), total
+    return None

@@ -36,7 +36,10 @@ class ExportStats:
     already_done: int = 0
     written: int = 0
     unreadable: List[str] = field(default_factory=list)
+    #: this store's own time on rank 0: its maps and their writing (the decoding is shared)
     seconds: float = 0.0
+    #: the whole run's wall time, every store together
+    run_seconds: float = 0.0
 
 
 @dataclass
@@ -148,7 +151,7 @@ def export_stores(jobs: Sequence[ExportJob], dataset: ValDataset, layout: str,
             writer.close()
     seconds = time.perf_counter() - start
     for stats in all_stats:
-        stats.seconds = seconds
+        stats.run_seconds = seconds
     return all_stats if ctx.is_main else None
 
 
@@ -178,15 +181,19 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
     try:
         for _ in range(rounds):
             batch = next(loader, None)
-            results = [] if batch is None else \
-                [(j, explain_unit(jobs[j].explainer, batch, jobs[j].meta.target))
-                 for j in needed[tuple(batch["index"].tolist())]]
+            results, own = [], {}
+            for j in ([] if batch is None else needed[tuple(batch["index"].tolist())]):
+                tick = time.perf_counter()
+                results.append((j, explain_unit(jobs[j].explainer, batch, jobs[j].meta.target)))
+                own[j] = time.perf_counter() - tick
             gathered = gather_to_main(results, ctx)
             if not ctx.is_main:
                 continue
             for j, result in sorted(gathered, key=lambda r: (r[1].indices[0], r[0])):
+                tick = time.perf_counter()
                 writers[j].write(result.indices, result.images, result.maps, result.valid)
                 stats = all_stats[j]
+                stats.seconds += own.pop(j, 0.0) + time.perf_counter() - tick
                 stats.written += len(result.indices)
                 for i, ok, error in zip(result.indices, result.valid, result.errors):
                     if not ok:
