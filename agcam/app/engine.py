@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 import sys
 import threading
 import time
@@ -90,7 +91,11 @@ def read_image(path: Optional[str], max_pixels: int = MAX_PIXELS) -> Image.Image
             return image.convert("RGB")
     except AppError:
         raise
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:    # PIL refuses it from the header too
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        if found and int(found.group(1)) > max_pixels:
+            raise AppError(f"{name}: {int(found.group(1)) / 1e6:.0f} MP is over the page's "
+                           f"limit of {max_pixels / 1e6:g} MP; refused before decoding") from None
         raise AppError(f"{name}: refused by PIL's decompression-bomb limit ({exc})") from None
     except UnidentifiedImageError:
         raise AppError(f"{name}: not an image (PIL cannot identify the file's format)") from None

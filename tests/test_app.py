@@ -1,0 +1,214 @@
+"""The page's engine (agcam.app.engine) and the ``agcam app`` command, without a browser.
+
+The maps the page shows are ``get_explainer``'s, computed independently here on a second copy of
+the learnt model; images are refused from their header; a model is loaded once however many
+requests ask for it; the threshold redraws from the page's maps; the class click computes only
+the maps it has not cached. The page in a real browser: tests/test_app_browser.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from agcam.app.engine import (
+    AppError,
+    Engine,
+    ModelSpec,
+    list_samples,
+    read_image,
+)
+from agcam.figures.heatmaps import explain_heatmaps, top_k
+from agcam.registry import get_explainer
+from models.vit import build_transform, create_model, load_image
+
+PAIR = os.path.join("samples", "synthetic", "pairs", "Data", "CLS-LOC", "val",
+                    "synth_pair_001.JPEG")
+
+
+def header_only_png(path, width: int, height: int) -> str:
+    """A PNG whose header says ``width`` x ``height`` and that holds no pixel data: anything
+    that decodes it fails, so a refusal naming its size proves the header alone was read."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def avg_pool_checkpoint(path) -> str:
+    """A tiny ViT with a class token but average pooling, as an ``agcam convert`` file: LRP
+    refuses it (it needs class-token pooling), AGCAM explains it."""
+    from models.transformers import build_timm_vit, save_timm_checkpoint
+    args = dict(head="avg", img_size=[32, 32], patch_size=[16, 16], num_classes=3, embed_dim=16,
+                depth=1, num_heads=2, qkv_bias=True, init_values=None, reg_tokens=0,
+                no_embed_class=False, pre_norm=False, eps=1e-6, act="gelu", mlp_hidden=32,
+                swiglu=False)
+    torch.manual_seed(0)
+    model = build_timm_vit(args)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.02)
+    model.timm_args = args
+    model.pretrained_cfg = dict(input_size=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    model.label_names = None
+    save_timm_checkpoint(model, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """An independent copy of the learnt model, its transform and the pair image's input."""
+    model = create_model("vit_agcam_learnt")
+    images = torch.stack([build_transform(model)(load_image(PAIR))])
+    return model, images
+
+
+def test_images_refused_in_one_line(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all\n")
+    huge = header_only_png(tmp_path / "huge.png", 20000, 20000)
+    cases = [(str(empty), "empty.png: empty file"), (str(text), "notes.jpg: not an image"),
+             (huge, "huge.png: 400 MP is over the page's limit of 40 MP; refused before "
+                    "decoding"),
+             (str(tmp_path / "gone.png"), "gone.png: cannot read the file"),
+             (None, "no image")]
+    for path, message in cases:
+        with pytest.raises(AppError) as caught:
+            read_image(path)
+        assert str(caught.value).startswith(message), str(caught.value)
+        assert "\n" not in str(caught.value)
+    # under PIL's decompression-bomb limit, the page's own limit speaks, from the header
+    wide = header_only_png(tmp_path / "wide.png", 20000, 4000)
+    with pytest.raises(AppError, match=r"^wide.png: 20000 x 4000 pixels \(80 MP\) is over the "
+                                       "page's limit of 40 MP; refused before decoding$"):
+        read_image(wide)
+    # a raised page limit leaves PIL's, still before decoding
+    with pytest.raises(AppError, match="refused by PIL's decompression-bomb limit"):
+        read_image(huge, max_pixels=10**9)
+    # under both limits the decoder runs, and finds no pixels in the header-only file
+    with pytest.raises(AppError, match="^wide.png: cannot decode the image"):
+        read_image(wide, max_pixels=10**9)
+    assert read_image(PAIR).mode == "RGB"
+
+
+def test_samples_listed():
+    samples = dict(list_samples())
+    assert "cat_and_coffee.jpg" in samples
+    assert os.path.join("synthetic", "pairs", "Data", "CLS-LOC", "val", "synth_pair_001.JPEG") \
+        in samples
+    assert all(os.path.isfile(path) for path in samples.values())
+    assert list_samples("/nonexistent") == []
+
+
+def test_maps_are_get_explainers_and_cached(engine, reference):
+    model, images = reference
+    explanation = engine.explain(PAIR, ModelSpec(), ["agcam", "rollout"])
+    top = top_k(model, images, 5)[0]
+    assert explanation.top == top and explanation.target == top[0][0]
+    for method in ("agcam", "rollout"):
+        explainer = get_explainer(method, model)
+        _, maps = explainer.explain(images, explanation.target)
+        np.testing.assert_array_equal(explanation.raw[method], maps[0].numpy())
+        _, heatmaps = explain_heatmaps(explainer, images, explanation.target)
+        np.testing.assert_array_equal(explanation.heatmaps[method], heatmaps[0])
+    # the raw maps travel as JSON exactly
+    sent = json.loads(json.dumps(explanation.as_json()))
+    np.testing.assert_array_equal(
+        np.asarray(sent["maps"]["agcam"]["values"], np.float32).reshape(
+            sent["maps"]["agcam"]["shape"]), explanation.raw["agcam"])
+
+    computed = engine.counts["maps_computed"]
+    first = engine.render(explanation, 0.5)
+    other = engine.render(explanation, 0.2)          # the slider: boxes redrawn, no map
+    assert engine.counts["maps_computed"] == computed
+    assert len(first) == 2 and first[0][0].shape == (400, 1200, 3)
+    assert not np.array_equal(first[0][0], other[0][0])
+
+    second = top[1][0]
+    clicked = engine.explain(PAIR, ModelSpec(), ["agcam", "rollout"], target=second)
+    # AGCAM is class-specific (one new map); Rollout has one map whatever the class (cached)
+    assert engine.counts["maps_computed"] == computed + 1
+    _, maps = get_explainer("agcam", model).explain(images, second)
+    np.testing.assert_array_equal(clicked.raw["agcam"], maps[0].numpy())
+    assert not np.array_equal(clicked.raw["agcam"], explanation.raw["agcam"])
+    np.testing.assert_array_equal(clicked.raw["rollout"], explanation.raw["rollout"])
+    again = engine.explain(PAIR, ModelSpec(), ["agcam"], target=second)
+    assert engine.counts["maps_computed"] == computed + 1
+    np.testing.assert_array_equal(again.raw["agcam"], clicked.raw["agcam"])
+
+
+def test_one_model_copy_under_concurrent_requests():
+    engine = Engine()
+    spec = ModelSpec("vit_agcam_learnt")
+    models, errors = [], []
+
+    def ask():
+        try:
+            models.append(engine.model(spec))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert engine.counts["model_loads"] == 1
+    assert len({id(loaded.model) for loaded in models}) == 1
+    assert engine.loaded_models() == [spec.key]
+
+
+def test_bad_models_and_methods(engine, tmp_path):
+    with pytest.raises(AppError, match="^model no_such_vit_model: unknown timm model"):
+        engine.explain(PAIR, ModelSpec("no_such_vit_model"), ["agcam"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ this is not json")
+    with pytest.raises(AppError, match=f"^checkpoint {broken}"):
+        engine.explain(PAIR, ModelSpec(checkpoint=str(broken)), ["agcam"])
+    with pytest.raises(AppError, match="no such file or folder"):
+        engine.explain(PAIR, ModelSpec(checkpoint=str(tmp_path / "missing")), ["agcam"])
+    with pytest.raises(AppError, match="unknown method nope"):
+        engine.explain(PAIR, ModelSpec(), ["agcam", "nope"])
+    with pytest.raises(AppError, match="no method ticked"):
+        engine.explain(PAIR, ModelSpec(), [])
+    path = avg_pool_checkpoint(tmp_path / "avg.pth")
+    explanation = engine.explain(PAIR, ModelSpec("unused", path), ["agcam", "lrp"])
+    assert list(explanation.heatmaps) == ["agcam"]
+    assert explanation.refused == {"lrp": f"lrp refuses checkpoint {path}: lrp needs class-token "
+                                          "pooling (global_pool='token', no attn_pool)"}
+
+
+def test_save_writes_the_methods_figure(engine, tmp_path):
+    explanation = engine.explain(PAIR, ModelSpec(), ["agcam", "rollout"])
+    path = engine.save(explanation, 0.4, str(tmp_path / "out"))
+    from PIL import Image
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.size[0] > saved.size[1]
+
+
+def test_command_line():
+    from agcam.cli.app import add_arguments
+    args = add_arguments(argparse.ArgumentParser()).parse_args([])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 7860, "vit_agcam_learnt")
+    from agcam.__main__ import entry
+    # bad flags and an unknown model: one line, exit code 2, before anything is served
+    assert entry(["app", "--port", "0"]) == 2
+    assert entry(["app", "--model", "no_such_vit_model", "--port", "7999"]) == 2
