@@ -26,6 +26,7 @@ from agcam.app.engine import (
     Explanation,
     ModelSpec,
     list_samples,
+    one_line,
 )
 from agcam.registry import method_label, ordered_methods
 
@@ -53,11 +54,12 @@ def _preview(engine: Engine, path: Optional[str]):
     return small
 
 
-def _status(explanation: Explanation, what: str) -> str:
+def _status(explanation: Explanation, what: str, timed: bool = True) -> str:
     done = [m for m in explanation.methods if m in explanation.heatmaps]
     text = (f"{explanation.spec.describe()}: {what} {explanation.class_label(explanation.target)}"
-            f" by {', '.join(method_label(m) for m in done) or 'no method'} in "
-            f"{explanation.seconds:.2f} s")
+            f" by {', '.join(method_label(m) for m in done) or 'no method'}")
+    if timed:
+        text += f" in {explanation.seconds:.2f} s"
     if explanation.refused:
         text = ERROR + "; ".join(explanation.refused.values()) + " | " + text
     return text
@@ -94,7 +96,7 @@ class Page:
 
     def pick_class(self, view: Optional[Explanation], target, threshold, progress=None):
         if view is None:
-            return self._failed("explain an image first")
+            return self._failed("explain an image first; nothing explained")
         return self._run(lambda: self.engine.explain(view.image_path, view.spec, view.methods,
                                                      target=int(target), progress=progress),
                          threshold, "class")
@@ -105,7 +107,7 @@ class Page:
             return [], ""
         try:
             return self._gallery(view, threshold), \
-                _status(view, f"boxes at {float(threshold):g} of")
+                _status(view, f"boxes at {float(threshold):g} redrawn (maps kept) for", False)
         except AppError as exc:
             return [], ERROR + str(exc)
 
@@ -128,10 +130,11 @@ class Page:
             view = compute()
             gallery = self._gallery(view, threshold)
         except AppError as exc:
-            return self._failed(str(exc))
+            return self._failed(f"{exc}; nothing explained")
         except Exception as exc:     # a bug: one line on the page, the traceback in the log
             traceback.print_exc(file=sys.stderr)
-            return self._failed(f"internal error ({type(exc).__name__}: {exc})")
+            return self._failed(f"internal error ({type(exc).__name__}: {one_line(exc)}); "
+                                "nothing explained")
         top = {view.class_label(i): p for i, p in view.top}
         choices = [(f"{view.class_label(i)}  {p:.1%}", str(i)) for i, p in view.top]
         return (_status(view, f"maps of {what}"), gallery, top, (choices, str(view.target)),
@@ -202,10 +205,13 @@ class Page:
                     save_button = gr.Button("Save figure", elem_id=IDS["save"])
                     saved = gr.File(label="saved figure", visible=False, interactive=False,
                                     elem_id=IDS["saved"])
-                    raw = gr.Textbox(visible="hidden", elem_id=IDS["raw"])
+                    raw = gr.Textbox(label="raw maps (JSON)", visible="hidden",
+                                     elem_id=IDS["raw"])
 
-            sample.input(self.pick_image, [sample], [upload, preview, status])
-            upload.upload(self.pick_image, [upload], [sample, preview, status])
+            sample.input(self.pick_image, [sample], [upload, preview, status],
+                         api_name="pick_sample")
+            upload.upload(self.pick_image, [upload], [sample, preview, status],
+                          api_name="pick_upload")
             outputs = [status, gallery, top, target, raw, view]
             run.click(explain, [upload, sample, model, checkpoint, random_weights, methods,
                                 threshold], outputs, api_name="explain")
