@@ -180,3 +180,28 @@ def test_command_line():
     # bad flags and an unknown model: one line, exit code 2, before anything is served
     assert entry(["app", "--port", "0"]) == 2
     assert entry(["app", "--model", "no_such_vit_model", "--port", "7999"]) == 2
+
+
+def test_clip_prompts_explained_as_classes(engine):
+    """Typed prompts make the zero-shot classifier of an image-text model (class i = prompt i);
+    the page's maps are get_explainer's on agcam.zero_shot's classifier."""
+    from agcam.app.engine import parse_prompts, zero_shot_available
+    if not zero_shot_available():
+        pytest.skip("agcam.zero_shot / models.clip are not in this version")
+    from agcam.zero_shot import zero_shot
+    from models.clip import create_clip
+    prompts = parse_prompts("a red striped shape, a yellow plain shape, a blue shape")
+    assert prompts == ("a red striped shape", "a yellow plain shape", "a blue shape")
+    assert parse_prompts("a cat, sitting\na dog\n\n") == ("a cat, sitting", "a dog")
+    explanation = engine.explain(PAIR, ModelSpec("clip_agcam_learnt", prompts=prompts),
+                                 ["agcam"], target=0)
+    classifier = zero_shot(create_clip("clip_agcam_learnt"), list(prompts))
+    images = torch.stack([build_transform(classifier)(load_image(PAIR))])
+    assert explanation.top == top_k(classifier, images, 5)[0]
+    _, maps = get_explainer("agcam", classifier).explain(images, 0)
+    np.testing.assert_array_equal(explanation.raw["agcam"], maps[0].numpy())
+    assert explanation.class_label(0) == "a red striped shape (0)"
+    with pytest.raises(AppError, match="image-text model: type its prompts"):
+        engine.explain(PAIR, ModelSpec("clip_agcam_learnt"), ["agcam"])
+    with pytest.raises(AppError, match="^model vit_agcam_learnt: not an image-text model"):
+        engine.explain(PAIR, ModelSpec("vit_agcam_learnt", prompts=("a",)), ["agcam"])

@@ -310,7 +310,7 @@ def test_eight_requests_at_once(server, reference):
     def ask(i):
         try:
             answers[i] = client.predict(handle_file(paths[i]), None, "vit_agcam_learnt", "",
-                                        False, ["agcam"], 0.5, api_name="/explain")
+                                        False, "", ["agcam"], 0.5, api_name="/explain")
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

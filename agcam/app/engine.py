@@ -131,25 +131,58 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()[:20]
 
 
+def zero_shot_available() -> bool:
+    """Whether this version has the zero-shot head of image-text models (``agcam.zero_shot``,
+    ``models.clip``)."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("agcam.zero_shot", "models.clip"))
+
+
+def parse_prompts(text: Optional[str]) -> Tuple[str, ...]:
+    """The prompts typed on the page: one a line; a single line is split at commas."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) == 1:
+        lines = [part.strip() for part in lines[0].split(",") if part.strip()]
+    return tuple(lines)
+
+
+def _is_clip_name(name: str) -> bool:
+    from models.clip import is_clip_name
+    return is_clip_name(name)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model as the page names it: a timm name (``vit_agcam_learnt``, ``hf:<repo>``), a
     checkpoint on the server (a Hugging Face folder, an ``agcam convert`` file, a state dict for
-    ``name``), and whether timm's pretrained weights are fetched (off: random weights)."""
+    ``name``), and whether timm's pretrained weights are fetched (off: random weights). With
+    ``prompts``, ``name`` (or the checkpoint folder) is an image-text model (``clip_agcam_learnt``,
+    ``hf:<repo>``, ``open_clip:<arch>/<pretrained>``) and the model explained is its zero-shot
+    classifier of the prompts (:func:`agcam.zero_shot.zero_shot`): class ``i`` is prompt ``i``."""
 
     name: str = DEFAULT_MODEL
     checkpoint: Optional[str] = None
     pretrained: bool = True
+    prompts: Tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         checkpoint = os.path.abspath(self.checkpoint) if self.checkpoint else ""
-        return f"{self.name}|{checkpoint}|{'pretrained' if self.pretrained else 'random'}"
+        return (f"{self.name}|{checkpoint}|{'pretrained' if self.pretrained else 'random'}|"
+                + "\n".join(self.prompts))
+
+    @property
+    def clip_key(self) -> str:
+        """The image-text model's key (one copy whatever the prompts)."""
+        checkpoint = os.path.abspath(self.checkpoint) if self.checkpoint else ""
+        return f"clip|{self.name}|{checkpoint}"
 
     def describe(self) -> str:
         if self.checkpoint:
-            return f"checkpoint {self.checkpoint}"
-        return f"model {self.name}" + ("" if self.pretrained else " (random weights)")
+            text = f"checkpoint {self.checkpoint}"
+        else:
+            text = f"model {self.name}" + ("" if self.pretrained else " (random weights)")
+        return text + (f" with {len(self.prompts)} prompts" if self.prompts else "")
 
 
 @dataclass
@@ -235,6 +268,7 @@ class Engine:
         self._lock = threading.Lock()
         self._models: "collections.OrderedDict[str, LoadedModel]" = collections.OrderedDict()
         self._loading: Dict[str, threading.Lock] = {}
+        self._clips: Dict[str, torch.nn.Module] = {}
         self._maps: "collections.OrderedDict[tuple, Tuple[np.ndarray, np.ndarray]]" = \
             collections.OrderedDict()
         self._tops: "collections.OrderedDict[tuple, list]" = collections.OrderedDict()
@@ -297,8 +331,17 @@ class Engine:
             raise AppError(f"checkpoint {spec.checkpoint}: no such file or folder on the server")
         start = time.perf_counter()
         try:
-            model = create_model(name or DEFAULT_MODEL, checkpoint=spec.checkpoint or None,
-                                 pretrained=spec.pretrained, device=self.device)
+            if spec.prompts:
+                model = self._zero_shot(spec)
+            else:
+                if name and not name.startswith("hf:") and zero_shot_available() and \
+                        _is_clip_name(name):
+                    raise AppError(f"model {name} is an image-text model: type its prompts, "
+                                   "one per class")
+                model = create_model(name or DEFAULT_MODEL, checkpoint=spec.checkpoint or None,
+                                     pretrained=spec.pretrained, device=self.device)
+        except AppError:
+            raise
         except ModelError as exc:
             raise AppError(one_line(exc)) from None
         except Exception as exc:     # a folder or file that does not load fails in many ways
@@ -307,6 +350,23 @@ class Engine:
         return LoadedModel(spec=spec, model=model, transform=build_transform(model),
                            num_classes=num_classes_of(model), class_names=class_names_of(model),
                            seconds=time.perf_counter() - start)
+
+    def _zero_shot(self, spec: ModelSpec) -> torch.nn.Module:
+        """The zero-shot classifier of ``spec.prompts`` on the image-text model ``spec`` names;
+        the image-text model itself is loaded once and kept for other prompts."""
+        if not zero_shot_available():
+            raise AppError("prompts need the zero-shot head of image-text models "
+                           "(agcam.zero_shot), which this version does not have")
+        from agcam.zero_shot import zero_shot
+        from models.clip import create_clip
+        with self._lock:
+            clip = self._clips.get(spec.clip_key)
+        if clip is None:
+            clip = create_clip(spec.name or "clip_agcam_learnt",
+                               checkpoint=spec.checkpoint or None).to(self.device)
+            with self._lock:
+                self._clips = {spec.clip_key: clip}     # one image-text model at a time
+        return zero_shot(clip, list(spec.prompts))
 
     # -- maps ---------------------------------------------------------------------------------
     def explain(self, path: Optional[str], spec: ModelSpec, methods: Sequence[str],

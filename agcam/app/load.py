@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
         def request(path: str):
             began = time.perf_counter()
-            answer = client.predict(handle_file(path), None, args.model, "", args.random,
+            answer = client.predict(handle_file(path), None, args.model, "", args.random, "",
                                     list(args.methods), 0.5, api_name="/explain")
             if str(answer[0]).startswith("error"):
                 raise SystemExit(f"error: the page answered {answer[0]}")

@@ -27,6 +27,8 @@ from agcam.app.engine import (
     ModelSpec,
     list_samples,
     one_line,
+    parse_prompts,
+    zero_shot_available,
 )
 from agcam.registry import method_label, ordered_methods
 
@@ -42,6 +44,7 @@ ERROR = "error: "
 # ids the browser test finds the components by
 IDS = dict(sample="agcam-sample", upload="agcam-upload", preview="agcam-preview",
            model="agcam-model", checkpoint="agcam-checkpoint", random="agcam-random",
+           prompts="agcam-prompts",
            methods="agcam-methods", threshold="agcam-threshold", explain="agcam-explain",
            status="agcam-status", top="agcam-top", target="agcam-class", maps="agcam-maps",
            save="agcam-save", saved="agcam-saved", raw="agcam-raw")
@@ -86,10 +89,10 @@ class Page:
         except AppError as exc:
             return None, None, ERROR + str(exc)
 
-    def explain(self, upload, sample, model, checkpoint, random_weights, methods, threshold,
-                progress=None):
+    def explain(self, upload, sample, model, checkpoint, random_weights, prompts, methods,
+                threshold, progress=None):
         spec = ModelSpec(name=(model or "").strip(), checkpoint=(checkpoint or "").strip() or None,
-                         pretrained=not random_weights)
+                         pretrained=not random_weights, prompts=parse_prompts(prompts))
         return self._run(lambda: self.engine.explain(upload or sample, spec, methods or [],
                                                      progress=progress),
                          threshold, "class")
@@ -152,10 +155,10 @@ class Page:
             status, gallery, top, (choices, value), raw, view = result
             return status, gallery, top, gr.update(choices=choices, value=value), raw, view
 
-        def explain(upload, sample, model, checkpoint, random_weights, methods, threshold,
-                    progress=gr.Progress()):
+        def explain(upload, sample, model, checkpoint, random_weights, prompts, methods,
+                    threshold, progress=gr.Progress()):
             return targets(self.explain(upload, sample, model, checkpoint, random_weights,
-                                        methods, threshold, _progress(progress)))
+                                        prompts, methods, threshold, _progress(progress)))
 
         def pick_class(view, target, threshold, progress=gr.Progress()):
             return targets(self.pick_class(view, target, threshold, _progress(progress)))
@@ -177,8 +180,9 @@ class Page:
                                      elem_id=IDS["upload"])
                     preview = gr.Image(label="image", type="pil", format="png",
                                        interactive=False, height=240, elem_id=IDS["preview"])
+                    clip = ("clip_agcam_learnt",) if zero_shot_available() else ()
                     model = gr.Dropdown(choices=list(dict.fromkeys((self.default_model,)
-                                                                   + MODEL_CHOICES)),
+                                                                   + MODEL_CHOICES + clip)),
                                         value=self.default_model, allow_custom_value=True,
                                         label="model: a timm name, hf:<repo>, or the "
                                               "architecture of a state-dict checkpoint",
@@ -188,6 +192,16 @@ class Page:
                                             elem_id=IDS["checkpoint"])
                     random_weights = gr.Checkbox(label="random weights (no download)",
                                                  value=False, elem_id=IDS["random"])
+                    if zero_shot_available():
+                        prompts = gr.Textbox(label="prompts, for an image-text model (clip_agcam"
+                                                   "_learnt, hf:<CLIP repo>, open_clip:<arch>/<"
+                                                   "tag>): one per line, or comma-separated; "
+                                                   "class i is prompt i", lines=2,
+                                             elem_id=IDS["prompts"])
+                    else:
+                        prompts = gr.Textbox(label="prompts: image-text models need "
+                                                   "agcam.zero_shot, which this version lacks",
+                                             interactive=False, elem_id=IDS["prompts"])
                     methods = gr.CheckboxGroup(choices=list(ordered_methods()), value=["agcam"],
                                                label="methods", elem_id=IDS["methods"])
                     threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="box threshold",
@@ -213,8 +227,8 @@ class Page:
             upload.upload(self.pick_image, [upload], [sample, preview, status],
                           api_name="pick_upload")
             outputs = [status, gallery, top, target, raw, view]
-            run.click(explain, [upload, sample, model, checkpoint, random_weights, methods,
-                                threshold], outputs, api_name="explain")
+            run.click(explain, [upload, sample, model, checkpoint, random_weights, prompts,
+                                methods, threshold], outputs, api_name="explain")
             target.input(pick_class, [view, target, threshold], outputs, api_name="pick_class")
             threshold.change(self.redraw, [view, threshold], [gallery, status],
                              trigger_mode="always_last", api_name="redraw")

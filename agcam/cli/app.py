@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from agcam.cli.common import add_model_args, add_out_arg
 from agcam.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -25,20 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "0.0.0.0 serves every network interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port (default: {DEFAULT_PORT})")
-    parser.add_argument("--model", default="vit_agcam_learnt",
-                        help="model loaded at start and selected on the page (default: "
-                             "vit_agcam_learnt, offline)")
-    parser.add_argument("--device", default=None,
-                        help="cuda or cpu (default: cuda when available, else cpu)")
+    # the model loaded at start and selected on the page
+    add_model_args(parser, default="vit_agcam_learnt", default_text="vit_agcam_learnt, offline",
+                   checkpoint=False)
     parser.add_argument("--max_pixels", type=int, default=None,
                         help="largest image accepted, in pixels, checked from the header before "
                              "decoding (default: 40000000)")
     parser.add_argument("--samples", default=None,
                         help="folder of sample images listed on the page (default: the "
                              "repository's samples/)")
-    parser.add_argument("--out", default="explanations",
-                        help="folder the Save button writes figures to (default: "
-                             "./explanations)")
+    add_out_arg(parser, "a folder the Save button writes figures to", default="explanations")
     return parser
 
 
@@ -47,19 +44,18 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--port {args.port}: must be in [1, 65535]")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise UsageError(f"--max_pixels {args.max_pixels}: must be at least 1")
-    try:
-        import gradio  # noqa: F401  (checked before anything is loaded)
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("gradio") is None:     # found, not imported (seconds) yet
         raise UsageError("agcam app needs gradio: pip install 'agcam[app]' (or "
-                         "pip install -r requirements.txt)") from None
+                         "pip install -r requirements.txt)")
     from agcam.app.engine import MAX_PIXELS, AppError, Engine, ModelSpec
     from agcam.app.page import serve
     from agcam.cli.common import resolve_device
     engine = Engine(resolve_device(args.device), max_pixels=args.max_pixels or MAX_PIXELS)
     try:
         loaded = engine.model(ModelSpec(args.model))
-    except AppError as exc:
-        raise UsageError(str(exc)) from None
+    except AppError as exc:     # "model X: ..." / "checkpoint X: ...", named as the flag
+        raise UsageError(f"--{exc}" if str(exc).startswith("model ") else str(exc)) from None
     print(f"loaded {args.model} in {loaded.seconds:.1f} s; serving on http://{args.host}:"
           f"{args.port} (Ctrl+C stops)", flush=True)
     try:
