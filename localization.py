@@ -22,6 +22,7 @@ import sys
 from agcam.cli.common import (
     UsageError,
     add_dataset_args,
+    add_maxboxacc_step_arg,
     add_method_arg,
     add_model_args,
     add_out_arg,
@@ -55,8 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="also MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020, as "
                              "clovaai/wsolevaluation): every image, the map of its label class, "
                              "the best threshold over the split; percent (docs/localization.md)")
-    parser.add_argument("--maxboxacc_step", type=float, default=0.01,
-                        help="threshold step of --maxboxacc: 0.01 (default) or 0.001")
+    add_maxboxacc_step_arg(parser)
     add_model_args(parser)
     add_run_args(parser)
     add_out_arg(parser, "a folder for localization_<method>.csv (per image) and "

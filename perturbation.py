@@ -21,12 +21,13 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
+    add_perturbation_args,
     dataset_from_args,
     script_entry,
     start_run,
 )
 from agcam.cli.stores import add_store_args, scored_indices
-from agcam.evaluation.names import CHEFER_AUC, NEEDED_TARGET, TESTS
+from agcam.evaluation.names import NEEDED_TARGET, TESTS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,14 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test", nargs="+", default=["positive", "negative"], metavar="TEST",
                         help=f"the tests: {', '.join(TESTS)} (default: positive negative; "
                              "insertion and deletion need a store of --target predicted)")
-    parser.add_argument("--auc", default="sklearn_0_1", choices=CHEFER_AUC,
-                        help="AUC convention of Chefer's tests: sklearn_0_1, the curve over "
-                             "[0, 0.1, ..., 0.9, 1] with y = [clean, ..., 0] (Beyond "
-                             "Intuition's sklearn.metrics.auc); trapezoid_0.1_0.9, over the "
-                             "nine steps alone (default: sklearn_0_1)")
-    parser.add_argument("--rise_step", type=int, default=None,
-                        help="pixels changed per insertion/deletion step (default: eight image "
-                             "rows, RISE's 224 * 8 for 224-pixel inputs)")
+    add_perturbation_args(parser)
     add_store_args(parser, csv_help="<PREFIX>_<method>_perturbation.csv (per-image curves)",
                    file_help="<PREFIX>_<method>_perturbation.json")
     return parser

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import localization as loc_script
-from agcam.train import finetune
+from agcam.cli import finetune
 from tests.helpers import GOLDEN_MODEL_NAME, GOLDEN_WEIGHTS, ROOT
 from tests.helpers.datasets import make_voc
 from tests.helpers.scripts import run
@@ -64,7 +64,7 @@ def test_two_steps_lower_the_loss_and_the_scripts_load_the_checkpoint(trees, tmp
 
 
 def _command(trees, out, epochs=2):
-    return [sys.executable, "-m", "agcam.train.finetune", "--dataset", "voc", "--data_root",
+    return [sys.executable, "-m", "agcam", "finetune", "--dataset", "voc", "--data_root",
             str(trees["voc"]), "--output", str(out), "--epochs", str(epochs), "--batch_size",
             "4", "--limit", "4", "--val_limit", "2"] + BASE
 
@@ -73,7 +73,7 @@ def _command(trees, out, epochs=2):
 #: epoch 1 is written (nothing in the project kills itself)
 KILLED_AFTER_EPOCH_1 = """
 import os, signal, sys
-from agcam.cli.common import script_entry
+from agcam.__main__ import entry
 from agcam.train import finetune
 real_save = finetune._save
 def save_then_kill(obj, path):
@@ -81,13 +81,13 @@ def save_then_kill(obj, path):
     if path.endswith("last.pth") and obj.get("epoch") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
 finetune._save = save_then_kill
-sys.exit(script_entry(finetune.get_args_parser, finetune.main)(sys.argv[1:]))
+sys.exit(entry(sys.argv[1:]))
 """
 
 
 @pytest.mark.slow
 def test_resume_after_a_kill_ends_as_an_uninterrupted_run(trees, tmp_path, capsys):
-    assert run(finetune, _command(trees, tmp_path / "whole")[3:]) == 0
+    assert run(finetune, _command(trees, tmp_path / "whole")[4:]) == 0
     # the same threads as this process, so that the float results are the same
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=str(ROOT))
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_EPOCH_1]
@@ -97,7 +97,7 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(trees, tmp_path, capsy
     assert (tmp_path / "cut" / "last.pth").is_file()
     assert not (tmp_path / "cut" / "model.pth").exists()
     capsys.readouterr()
-    assert run(finetune, _command(trees, tmp_path / "cut")[3:]) == 0
+    assert run(finetune, _command(trees, tmp_path / "cut")[4:]) == 0
     printed = capsys.readouterr().out
     assert "after epoch 1 of 2" in printed and "epoch 1/2:" not in printed
     a = torch.load(tmp_path / "whole" / "model.pth", weights_only=True)
@@ -106,7 +106,7 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(trees, tmp_path, capsy
     assert [h["train_loss"] for h in a["history"][1:]] == \
         [h["train_loss"] for h in b["history"][1:]]
     # another recipe does not resume silently
-    assert run(finetune, _command(trees, tmp_path / "cut", epochs=3)[3:]) == 2
+    assert run(finetune, _command(trees, tmp_path / "cut", epochs=3)[4:]) == 2
     assert "was written with another recipe (epochs 2 (now 3))" in capsys.readouterr().err
 
 
@@ -114,7 +114,7 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(trees, tmp_path, capsy
 def test_torchrun_two_processes(trees, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", "-m", "agcam.train.finetune", "--dataset", "cub", "--data_root",
+               "2", "-m", "agcam", "finetune", "--dataset", "cub", "--data_root",
                str(trees["cub"]), "--output", str(tmp_path), "--epochs", "1", "--batch_size",
                "2"] + BASE
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,

@@ -215,7 +215,7 @@ def test_two_objects_give_class_specific_agcam_maps_that_peak_on_each_object(mod
 
 
 def test_training_script_runs_and_writes_loadable_weights(tmp_path, monkeypatch):
-    from agcam.train import learnt
+    from agcam.cli import train_learnt as learnt
     out = tmp_path / "w.safetensors"
     monkeypatch.setattr(sys, "argv", ["learnt"])
     args = learnt.get_args_parser().parse_args(

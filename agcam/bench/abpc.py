@@ -4,15 +4,14 @@ The batched stage is :mod:`agcam.evaluation.abpc`.
 
 The released ``ABPC.py`` runs 22 single-image forward passes per image (11 steps x LeRF/MoRF).
 :func:`bench_abpc` times both in the same run, in turns, on random images and heatmaps, and
-checks that they give the same curves. Called by ``python -m agcam bench``; on its own:
+checks that they give the same curves. Called by ``agcam bench``; on its own:
 
-    python -m agcam bench-abpc [--model vit_base_patch16_224] [--images 8] [--batch_size 8]
+    agcam bench-abpc [--model vit_base_patch16_224] [--images 8] [--batch_size 8]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List
@@ -133,24 +132,6 @@ def bench_abpc(model: nn.Module, n_images: int = 8, batch_size: int = 8, repeats
     }
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("ABPC benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_arguments(parser)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """This command's flags (also under ``python -m agcam``/``agcam``)."""
-    parser.add_argument("--model", default="vit_base_patch16_224")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--baseline_images", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser
-
-
 def main(args: argparse.Namespace) -> int:
     model = random_model(args)
     print(f"model {args.model} (random weights), device {args.device}, torch threads "
@@ -159,7 +140,3 @@ def main(args: argparse.Namespace) -> int:
     for key, value in result.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))

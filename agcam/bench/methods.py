@@ -1,8 +1,8 @@
 """Benchmark: seconds per image of the plain forward and of each explainer, side by side.
 
-    python -m agcam bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
-                          [--methods agcam lrp rollout attention gae gradcam gradcam_tokens]
-                          [--abpc_images 8] [--device cuda] [--precision fp32|tf32|bf16]
+    agcam bench [--model vit_base_patch16_224] [--batch_sizes 1 8] [--repeats 5]
+                [--method agcam lrp rollout attention gae gradcam gradcam_tokens]
+                [--abpc_images 8] [--device cuda] [--precision fp32|tf32|bf16]
 
 Random weights (nothing is downloaded). For every batch size the plain forward (``no_grad``,
 timm's own fused attention, what a user's inference costs) and every method are timed in turns
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List
 
 import torch
 
 from agcam.bench.common import random_model
-from agcam.precision import PRECISIONS
 from agcam.precision import precision as precision_context
 from agcam.registry import get_explainer, method_class, ordered_methods
 from models.vit import model_geometry
@@ -65,28 +63,6 @@ def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], r
             if i >= warmup:
                 samples[name].append(elapsed / batch_size)
     return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("AGCAM benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_arguments(parser)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """This command's flags (also under ``python -m agcam``/``agcam``)."""
-    parser.add_argument("--model", default="vit_base_patch16_224")
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: every registered method, the paper's three first")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="of the forward and every method (default: fp32)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--abpc_images", type=int, default=8,
-                        help="images for the ABPC benchmark (0 skips it)")
-    return parser
 
 
 def main(args: argparse.Namespace) -> int:
@@ -130,7 +106,3 @@ def main(args: argparse.Namespace) -> int:
             print("ABPC: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                        for k, v in res.items()), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))

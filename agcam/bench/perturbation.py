@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from typing import Dict, List
 
@@ -108,23 +107,6 @@ def bench_perturbation(model: nn.Module, n_images: int = 8, batch_size: int = 64
     return report
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(
-        "perturbation benchmark", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """This command's flags (also under ``python -m agcam``/``agcam``)."""
-    parser.add_argument("--model", default="vit_base_patch16_224")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return parser
-
-
 def main(args: argparse.Namespace) -> int:
     model = random_model(args)
     print(f"model {args.model} (random weights), device {args.device}, torch threads "
@@ -139,7 +121,3 @@ def main(args: argparse.Namespace) -> int:
               f"{r['loop_seconds_per_image']:>11.4f} {r['ratio_to_loop']:>7.3f} "
               f"{r['max_abs_difference_to_loop']:>9.2e}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))

@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 from agcam.errors import EXIT_USAGE, UsageError
 from agcam.precision import DEFAULT_PRECISION, PRECISIONS
 from agcam.runtime import (  # noqa: F401  (re-exported: the scripts import them from here)
+    check_method,
+    check_precision_arg,
     model_from_args,
     print_args,
     resolve_device,
+    resolve_methods,
     seed_everything,
+    typed,
 )
 
 # Nothing heavy is imported at the top of this module (torch, numpy, the models, the data sets):
@@ -31,6 +36,14 @@ DEFAULT_MODEL = "vit_base_patch16_224.orig_in21k_ft_in1k"
 DATASET_NAMES = ("ilsvrc", "voc", "cub", "synthetic")
 #: the methods of the paper's tables, ``agcam.registry.paper_methods()`` (the help's examples)
 PAPER_METHODS = ("agcam", "lrp", "rollout")
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")     # :mod:`agcam.store`, :func:`~x.y`
+
+
+def plain_text(text: Optional[str]) -> str:
+    """A docstring as help text: without reST markup (``code`` -> code, :mod:`x` -> x)."""
+    return _ROLE.sub(r"\1", text or "").replace("``", "")
 
 
 def str2bool(value) -> bool:
@@ -59,12 +72,6 @@ class _Typed(argparse.Action):
         typed_names = dict(getattr(namespace, "_typed", None) or {})
         typed_names[self.dest] = option_string
         namespace._typed = typed_names
-
-
-def typed(args: argparse.Namespace, dest: str) -> str:
-    """The name the user typed for the flag stored in ``dest`` (``--save_root`` rather than
-    ``--out``), else its canonical name ``--dest``."""
-    return (getattr(args, "_typed", None) or {}).get(dest) or f"--{dest}"
 
 
 def _default_text(default) -> str:
@@ -125,6 +132,25 @@ def add_batch_size_arg(parser: argparse.ArgumentParser, default: int) -> None:
                         help=f"images per forward pass (default: {default})")
 
 
+def add_maxboxacc_step_arg(parser: argparse.ArgumentParser) -> None:
+    """MaxBoxAcc's threshold step (checked against ``agcam.evaluation.wsol``'s steps)."""
+    parser.add_argument("--maxboxacc_step", type=float, default=0.01,
+                        help="threshold step of MaxBoxAcc: 0.01 or 0.001 (default: 0.01)")
+
+
+def add_perturbation_args(parser: argparse.ArgumentParser) -> None:
+    """``--auc`` (Chefer's AUC convention) and ``--rise_step`` (RISE's step)."""
+    from agcam.evaluation.names import CHEFER_AUC
+    parser.add_argument("--auc", default=CHEFER_AUC[0], choices=CHEFER_AUC,
+                        help="AUC convention of Chefer's tests: sklearn_0_1, the curve over "
+                             "[0, 0.1, ..., 0.9, 1] with y = [clean, ..., 0] (Beyond "
+                             "Intuition's sklearn.metrics.auc); trapezoid_0.1_0.9, over the "
+                             f"nine steps alone (default: {CHEFER_AUC[0]})")
+    parser.add_argument("--rise_step", type=int, default=None,
+                        help="pixels changed per insertion/deletion step (default: eight image "
+                             "rows, RISE's 224 * 8 for 224-pixel inputs)")
+
+
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default,
                         help=f"random seed (default: {default})")
@@ -154,18 +180,6 @@ def add_model_args(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL
                                  "(default: none)")
     add_device_arg(parser)
     return parser
-
-
-def check_precision_arg(method: str, precision: str) -> None:
-    """The method's refusal of ``--precision`` (LRP at bf16) as a usage error, before any work."""
-    from agcam.registry import REGISTRY, load_methods
-    load_methods()
-    cls = REGISTRY.get(method)
-    if cls is not None:
-        try:
-            cls.check_supported(precision)
-        except ValueError as exc:
-            raise UsageError(f"--precision {precision}: {exc}") from None
 
 
 #: the exit code of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
@@ -210,35 +224,6 @@ def script_entry(get_args_parser: Callable[[], argparse.ArgumentParser],
 
 # -- what the data scripts (localization.py, save_h5.py) share -----------------------------------
 
-def resolve_methods(names: Union[str, Sequence[str]], precision: Optional[str] = None,
-                    flag: str = "--method") -> List[str]:
-    """``--method`` as given (a name, several, or ``all``) -> the method names, checked.
-
-    A bad or repeated name is a :class:`UsageError` listing the available methods; with
-    ``precision``, so is a method that refuses it (:func:`check_precision_arg`). ``flag``: the
-    name the user typed (:func:`typed`).
-    """
-    from agcam.registry import ordered_methods
-    names = [names] if isinstance(names, str) else list(names)
-    if "all" in names:
-        if len(names) > 1:
-            raise UsageError(f"{flag} {' '.join(names)}: all cannot be combined with names")
-        return _check_precision(ordered_methods(), precision)
-    for name in names:
-        check_method(name, flag)
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UsageError(f"{flag} {' '.join(names)}: {', '.join(repeated)} given twice")
-    return _check_precision(names, precision)
-
-
-def _check_precision(methods: List[str], precision: Optional[str]) -> List[str]:
-    if precision is not None:
-        for method in methods:
-            check_precision_arg(method, precision)
-    return methods
-
-
 #: at most this many loader processes by default (more rarely helps and costs memory)
 MAX_DEFAULT_WORKERS = 16
 DECODERS = ("pil", "gpu")
@@ -276,14 +261,6 @@ def add_workers_arg(parser: argparse.ArgumentParser) -> None:
                         help="loader processes decoding images; 0 decodes in the main process "
                              "(default: the CPU cores available, at most "
                              f"{MAX_DEFAULT_WORKERS})")
-
-
-def check_method(method: str, flag: str = "--method") -> None:
-    from agcam.registry import available_methods
-    methods = available_methods()
-    if method not in methods:
-        raise UsageError(f"{flag} {method}: unknown method; choose from {', '.join(methods)} "
-                         "or all")
 
 
 def check_at_least(args: argparse.Namespace, *dests: str, minimum: int = 1) -> None:

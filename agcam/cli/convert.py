@@ -17,37 +17,40 @@ import argparse
 import os
 import tempfile
 
-import torch
-
+from agcam.cli.common import add_out_arg, typed
 from agcam.errors import UsageError
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+#: the dtypes ``--dtype`` offers (torch's names)
+DTYPES = ("bfloat16", "float32", "float64")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("source", metavar="DIR",
                         help="transformers checkpoint folder (config.json + model.safetensors or "
                              "pytorch_model.bin), or hf:<repo id>")
-    parser.add_argument("--out", required=True, help="the timm checkpoint to write (.pth)")
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+    add_out_arg(parser, "the timm checkpoint to write (.pth)", required=True, metavar="FILE")
+    parser.add_argument("--dtype", default=None, choices=DTYPES,
                         help="dtype of the saved weights (default: the checkpoint's)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
-    from models.transformers import load_timm_checkpoint, save_timm_checkpoint
-    from models.vit import ModelError, create_model, model_geometry
     source = args.source
     if not source.startswith("hf:") and not os.path.isdir(source):
         raise UsageError(f"DIR {source}: no such folder (a transformers checkpoint folder or "
                          "hf:<repo id>)")
+    import torch
+
+    from models.transformers import load_timm_checkpoint, save_timm_checkpoint
+    from models.vit import ModelError, create_model, model_geometry
     try:
         model = create_model(source) if source.startswith("hf:") else \
             create_model(checkpoint=source)
     except ModelError as exc:
-        raise UsageError(str(exc)) from None
+        # the library names its argument as the scripts do (--checkpoint); here it is DIR
+        raise UsageError(str(exc).replace(f"--checkpoint {source}", f"DIR {source}")) from None
     if args.dtype is not None:
-        model = model.to(DTYPES[args.dtype])
+        model = model.to(getattr(torch, args.dtype))
     out_dir = os.path.dirname(os.path.abspath(args.out))
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -55,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         handle, tmp = tempfile.mkstemp(suffix=".pth", dir=out_dir)
         os.close(handle)
     except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot write there ({exc})") from None
+        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot write there ({exc})") from None
     try:
         save_timm_checkpoint(model, tmp)
         reloaded = load_timm_checkpoint(tmp)

@@ -1,9 +1,9 @@
-"""``python -m agcam explain IMAGE [IMAGE ...]``: explain your own images.
+"""``agcam explain IMAGE [IMAGE ...]``: explain your own images.
 
 For every image: prints the top-5 predicted classes, then writes one PNG per method to ``--out``
-(``<image stem>_<method>.png``, 1200 x 400 px): the image, the heatmap overlaid on it, and the
-boxes the heatmap gives at ``--threshold``. ``--target`` explains that class instead of the
-predicted one (Rollout has one map whatever the class).
+(``<image stem>_<method>.png``, 1200 x 400 px): the image, the heatmap of the top-1 class (or of
+``--target``) overlaid on it, and the boxes the heatmap gives at ``--threshold``. ``--target``
+explains that class instead of the predicted one (Rollout has one map whatever the class).
 
 Exit codes: 0 when every image was explained; 1 when some could not be read or written (each is
 reported on stderr as it happens and the others are still processed); 2 for a usage error (a bad
@@ -16,57 +16,42 @@ import os
 import sys
 from typing import Dict, List, Sequence
 
-import torch
-from tqdm import tqdm
-
 from agcam.cli.common import (
     UsageError,
+    add_batch_size_arg,
+    add_method_arg,
     add_model_args,
+    add_out_arg,
     add_precision_arg,
+    check_at_least,
     model_from_args,
     print_args,
     resolve_device,
     resolve_methods,
+    typed,
 )
-from agcam.figures.heatmaps import (
-    class_name,
-    class_names_of,
-    explain_heatmaps,
-    num_classes_of,
-    parse_class,
-    top_k,
-)
-from agcam.figures.plotting import explanation_figure, save_figure
-from agcam.precision import precision
-from agcam.registry import get_explainer, paper_methods
-from models.vit import build_transform, load_image
 
 EXIT_SOME_FAILED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to explain")
-    parser.add_argument("--method", nargs="+", default=["agcam"], metavar="METHOD",
-                        help=f"explanation method(s): {', '.join(paper_methods())}, ... (every "
-                             "registered name), several, or all, the paper's three first "
-                             "(default: agcam)")
+    add_method_arg(parser)
     parser.add_argument("--target", default=None, metavar="CLASS",
                         help="class to explain instead of the predicted one: an index (281), a "
                              "wnid (n02123045) or an ImageNet name (tabby)")
-    parser.add_argument("--out", default="explanations",
-                        help="folder for the PNG files (default: ./explanations)")
+    add_out_arg(parser, "a folder for the PNG files", default="explanations")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="heatmap threshold of the boxes, in [0, 1] (default: 0.5)")
     add_model_args(parser)
-    parser.add_argument("--batch_size", type=int, default=8,
-                        help="images explained together (default: 8)")
+    add_batch_size_arg(parser, 8)
     add_precision_arg(parser)
     return parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
-        prog="python -m agcam explain", description=__doc__.splitlines()[0]))
+        prog="agcam explain", description=__doc__.splitlines()[0].replace("``", "")))
 
 
 def output_names(paths: Sequence[str]) -> List[str]:
@@ -83,6 +68,7 @@ def output_names(paths: Sequence[str]) -> List[str]:
 
 def format_top(path: str, top, num_classes: int, names=None) -> str:
     """The top-k lines of one image; ``names``: the model's own class names (``id2label``)."""
+    from agcam.figures.heatmaps import class_name
     lines = [path]
     for rank, (index, prob) in enumerate(top, start=1):
         lines.append(f"  {rank}. {class_name(index, num_classes, names)} ({index})  {prob:.1%}")
@@ -90,6 +76,7 @@ def format_top(path: str, top, num_classes: int, names=None) -> str:
 
 
 def _target(text: str, num_classes: int, names=None) -> int:
+    from agcam.figures.heatmaps import parse_class
     try:
         return parse_class(text, num_classes, names)
     except ValueError as exc:
@@ -97,12 +84,20 @@ def _target(text: str, num_classes: int, names=None) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    print_args(argparse.Namespace(**{k: v for k, v in vars(args).items() if not callable(v)}))
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: must be at least 1")
+    print_args(args)
+    check_at_least(args, "batch_size")
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
-    methods = resolve_methods(args.method, args.precision)
+    methods = resolve_methods(args.method, args.precision, typed(args, "method"))
+    import torch
+    from tqdm import tqdm
+
+    from agcam.figures.heatmaps import class_names_of, explain_heatmaps, num_classes_of, top_k
+    from agcam.figures.plotting import explanation_figure, save_figure
+    from agcam.precision import precision
+    from agcam.registry import get_explainer
+    from models.vit import build_transform, load_image
+
     if args.target is not None and not args.target.strip().isdigit() and \
             args.checkpoint is None and not args.model.startswith("hf:"):
         # a misspelt ImageNet name fails before the model is downloaded (a checkpoint or a
@@ -117,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--out {args.out}: cannot create the folder ({exc})") from None
+        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot create the folder "
+                         f"({exc})") from None
 
     paths = list(args.images)
     names = output_names(paths)

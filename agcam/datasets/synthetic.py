@@ -27,15 +27,13 @@ Every image is a function of ``(seed, index)`` only (a NumPy generator seeded wi
 set is the same whatever the order or the number of processes that draw it. Write the held-out
 set (the ILSVRC validation layout, and the two-object images apart) with
 
-    python -m agcam.datasets.synthetic --out samples/synthetic
+    agcam make-synthetic --out samples/synthetic
 """
 from __future__ import annotations
 
-import argparse
 import colorsys
 import io
 import os
-import sys
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
@@ -376,29 +374,5 @@ SPEC = DatasetSpec(
     name="synthetic", prefix="SYNTH", num_classes=len(CLASSES), splits=("val",),
     eval_split="val", train_split=None,
     root_help="the synthetic set in the ILSVRC layout, e.g. samples/synthetic/ILSVRC "
-              "(written by python -m agcam.datasets.synthetic)",
+              "(written by agcam make-synthetic)",
     list_samples=list_samples)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "synthetic", description="Write the synthetic held-out set (ILSVRC layout with boxes, "
-        "and the two-object images apart).")
-    parser.add_argument("--out", required=True, help="folder to write ILSVRC/ and pairs/ into")
-    parser.add_argument("--per_class", type=int, default=20,
-                        help="single-object images per class (default: 20)")
-    parser.add_argument("--pairs", type=int, default=16,
-                        help="two-object images (default: 16)")
-    parser.add_argument("--seed", type=int, default=HELDOUT_SEED,
-                        help=f"stream seed (default: {HELDOUT_SEED}, the committed set)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    for root in write_heldout(args.out, args.per_class, args.pairs, args.seed):
-        print(root)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))

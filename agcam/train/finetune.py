@@ -1,8 +1,8 @@
 """Fine-tune the paper's ViT on Pascal VOC 2012 or CUB-200-2011 (``agcam finetune``).
 
-    python -m agcam finetune --dataset voc --data_root ./VOC --output ./voc_vit
-    python -m agcam finetune --dataset cub --data_root ./CUB --output ./cub_vit
-    torchrun --nproc_per_node 4 -m agcam.train.finetune --dataset cub --data_root ./CUB ...
+    agcam finetune --dataset voc --data_root ./VOC --out ./voc_vit
+    agcam finetune --dataset cub --data_root ./CUB --out ./cub_vit
+    torchrun --nproc_per_node 4 -m agcam finetune --dataset cub --data_root ./CUB ...
 
 Neither data set has an ImageNet head, so the paper's Tables 2 and 3 were made with models the
 authors fine-tuned and never published. This starts from the paper's weights (the hub, or
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -33,15 +32,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from agcam.cli.common import (
-    UsageError,
-    add_model_args,
-    model_from_args,
-    print_args,
-    resolve_device,
-    script_entry,
-    seed_everything,
-)
+from agcam.errors import UsageError
+from agcam.runtime import model_from_args, print_args, resolve_device, seed_everything, typed
 
 #: test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written
 
@@ -50,93 +42,6 @@ RECIPE_KEYS = ("dataset", "train_split", "model", "checkpoint", "limit", "epochs
                "world_size", "opt", "lr", "momentum", "weight_decay", "sched", "warmup_epochs",
                "warmup_lr", "min_lr", "clip_grad", "smoothing", "scale", "color_jitter",
                "auto_augment", "seed")
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "agcam.train.finetune", description="Fine-tune the paper's ViT-B/16 on Pascal VOC 2012 "
-        "(single-class images) or CUB-200-2011 for localization.py, save_h5.py and ABPC.py.")
-    return add_arguments(parser)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """This command's flags (also under ``python -m agcam``/``agcam``)."""
-    parser.add_argument("--dataset", default=None, help="voc or cub")
-    parser.add_argument("--data_root", default=None,
-                        help="voc: the folder holding VOCdevkit/; cub: the one holding "
-                             "CUB_200_2011/")
-    parser.add_argument("--output", default=None, metavar="DIR",
-                        help="where model.pth, model.json and last.pth go "
-                             "(default: ./finetune_<dataset>)")
-    add_model_args(parser)
-    group = parser.add_argument_group("recipe (defaults: the one in docs/datasets.md)")
-    group.add_argument("--epochs", type=int, default=10)
-    group.add_argument("--batch_size", type=int, default=64,
-                       help="images per step and process (default: 64)")
-    group.add_argument("--opt", default="sgd", help="timm optimizer name (default: sgd)")
-    group.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default: 0.01)")
-    group.add_argument("--momentum", type=float, default=0.9)
-    group.add_argument("--weight_decay", type=float, default=0.0)
-    group.add_argument("--sched", default="cosine", help="timm scheduler name (default: cosine)")
-    group.add_argument("--warmup_epochs", type=int, default=1)
-    group.add_argument("--warmup_lr", type=float, default=1e-5)
-    group.add_argument("--min_lr", type=float, default=0.0)
-    group.add_argument("--clip_grad", type=float, default=1.0,
-                       help="gradient norm clipping, 0 for none (default: 1.0)")
-    group.add_argument("--smoothing", type=float, default=0.0, help="label smoothing")
-    group.add_argument("--scale", type=float, nargs=2, default=(0.08, 1.0),
-                       help="RandomResizedCrop scale range (default: 0.08 1.0)")
-    group.add_argument("--color_jitter", type=float, default=0.4)
-    group.add_argument("--auto_augment", default=None,
-                       help="timm auto-augment policy, e.g. rand-m9-mstd0.5 (default: none)")
-    parser.add_argument("--train_split", default=None,
-                        help="default: train (VOC: its single-class images)")
-    parser.add_argument("--val_split", default=None,
-                        help="split for the per-epoch accuracy (default: val for voc, test for "
-                             "cub; 'none' for no validation)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N training images, by name")
-    parser.add_argument("--val_limit", type=int, default=None,
-                        help="only the first N validation images, by name")
-    parser.add_argument("--num_workers", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def check_args(args: argparse.Namespace):
-    """The data set and every flag, before anything heavy starts; returns the spec."""
-    from agcam.datasets import DATASETS, get_dataset
-    if args.dataset is None:
-        tunable = [name for name, spec in DATASETS.items() if spec.train_split]
-        raise UsageError(f"--dataset is required: {' or '.join(tunable)}")
-    spec = get_dataset(args.dataset)
-    if spec.train_split is None:
-        raise UsageError(f"--dataset {spec.name}: nothing to fine-tune (the paper's weights are "
-                         "its classifier, and only its validation set is read)")
-    if args.data_root is None:
-        raise UsageError(f"--data_root not given: {spec.root_help}")
-    for flag in ("epochs", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} {getattr(args, flag)}: must be at least 1")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise UsageError(f"--lr {args.lr}: must be positive")
-    if args.num_workers < 0:
-        raise UsageError(f"--num_workers {args.num_workers}: must be 0 or more")
-    for flag in ("limit", "val_limit"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} {getattr(args, flag)}: must be at least 1")
-    if not 0 < args.scale[0] <= args.scale[1] <= 1:
-        raise UsageError(f"--scale {args.scale[0]} {args.scale[1]}: need 0 < min <= max <= 1")
-    args.dataset = spec.name
-    args.train_split = args.train_split or spec.train_split
-    if args.val_split is None:
-        args.val_split = spec.eval_split
-    if args.output is None:
-        args.output = f"./finetune_{spec.name}"
-    if os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise UsageError(f"--output {args.output}: exists and is not a directory")
-    return spec
 
 
 class TrainDataset(Dataset):
@@ -235,23 +140,25 @@ def _load_resume(path: str, recipe: Dict[str, Any]) -> Dict[str, Any]:
                if old.get(k) != recipe.get(k)]
     if changed:
         raise UsageError(f"{path} was written with another recipe ({'; '.join(changed)}); "
-                         "rerun with the same flags, or choose another --output")
+                         "rerun with the same flags, or choose another --out")
     return state
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, spec) -> int:
+    """Fine-tune as the flags say (checked by :mod:`agcam.cli.finetune`) on the data set
+    ``spec``; the exit code."""
     from agcam import distributed
     from agcam.datasets import list_split
 
-    spec = check_args(args)
     train = list_split(spec, args.data_root, args.train_split, limit=args.limit)
     val = None
     if args.val_split.lower() != "none":
         val = list_split(spec, args.data_root, args.val_split, limit=args.val_limit)
     try:
-        os.makedirs(args.output, exist_ok=True)
+        os.makedirs(args.out, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--output {args.output}: cannot be created ({exc.strerror})") from None
+        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot be created "
+                         f"({exc.strerror})") from None
     ctx = distributed.init_distributed(resolve_device(args.device))
     try:
         return _run(args, spec, train, val, ctx)
@@ -270,8 +177,8 @@ def _run(args, spec, train, val, ctx) -> int:
     from agcam.datasets import ValDataset, make_loader
 
     device = ctx.device
-    final_path = os.path.join(args.output, "model.pth")
-    last_path = os.path.join(args.output, "last.pth")
+    final_path = os.path.join(args.out, "model.pth")
+    last_path = os.path.join(args.out, "last.pth")
     recipe = recipe_of(args, ctx.world_size)
     if ctx.is_main:
         print_args(args)
@@ -375,13 +282,10 @@ def _run(args, spec, train, val, ctx) -> int:
         meta = {"dataset": spec.name, "classes": list(train.class_names), "recipe": recipe,
                 "history": history, "model_name": args.model}
         _save(dict(meta, model=model.state_dict()), final_path)
-        with open(os.path.join(args.output, "model.json"), "w") as handle:
+        with open(os.path.join(args.out, "model.json"), "w") as handle:
             json.dump(dict(meta, weights=os.path.basename(final_path)), handle, indent=2)
             handle.write("\n")
         print(f"wrote {final_path} (use: --model {args.model} --checkpoint {final_path} "
               f"--dataset {spec.name})", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(script_entry(get_args_parser, main)())

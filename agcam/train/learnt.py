@@ -1,7 +1,7 @@
 """Train ``vit_agcam_learnt`` from scratch on the synthetic shapes, on a CPU, seeded.
 
-    python -m agcam.train.learnt                     # writes models/weights/vit_agcam_learnt.*
-    python -m agcam.train.learnt --out /tmp/w.safetensors --steps 200   # a shorter run
+    agcam train-learnt                     # writes models/weights/vit_agcam_learnt.*
+    agcam train-learnt --out /tmp/w.safetensors --steps 200   # a shorter run
 
 Images are drawn on the fly (:func:`agcam.datasets.synthetic.sample_batch`): batch ``b`` is
 images ``b * batch_size ...`` of the stream ``--seed``, made in a data-loader worker while the
@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import resource
-import sys
 import time
 from typing import Dict, Iterator, List, Tuple
 
@@ -229,36 +228,9 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     return result
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "learnt", description="Train vit_agcam_learnt on the synthetic shapes (CPU, seeded).")
-    parser.add_argument("--steps", type=int, default=1000, help="optimiser steps (default: 1000)")
-    parser.add_argument("--batch_size", type=int, default=32, help="images per step (default: 32)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
-    parser.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: 50)")
-    parser.add_argument("--weight_decay", type=float, default=0.05)
-    parser.add_argument("--pair_fraction", type=float, default=0.2,
-                        help="share of training images with two objects (default: 0.2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for the model (default: 1; the data worker takes "
-                             "another core)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="data-loader worker processes drawing the images (default: 1)")
-    parser.add_argument("--log_every", type=int, default=50)
-    parser.add_argument("--out", default=LEARNT_WEIGHTS,
-                        help="weights file (default: the committed models/weights/"
-                             "vit_agcam_learnt.safetensors); the log goes beside it as .json")
-    parser.add_argument("--heldout", default=HELDOUT_ROOT,
-                        help="the held-out set to report the accuracy on (default: "
-                             "samples/synthetic/ILSVRC)")
-    parser.add_argument("--fresh_images", type=int, default=1000,
-                        help="fresh single-object images to report the accuracy on "
-                             "(default: 1000)")
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Train as the flags of ``agcam train-learnt`` say, write the weights and the log beside
+    them; the exit code."""
     print(json.dumps(vars(args)), flush=True)
     result = train(args)
     log_path = os.path.splitext(args.out)[0] + ".json"
@@ -273,6 +245,3 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps(summary), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
