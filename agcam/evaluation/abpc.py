@@ -242,3 +242,42 @@ def plot_curves(summary: Dict[str, object], path: str) -> None:
         fig.savefig(path)
     finally:
         plt.close(fig)
+
+
+# -- the evaluation interface (agcam.evaluation.base) ---------------------------------------------
+
+from agcam.evaluation.base import Column, CurveEvaluation, Needs, register_evaluation  # noqa: E402
+
+
+@register_evaluation
+class ABPC(CurveEvaluation):
+    """The paper's faithfulness measure as ``save_h5.py`` + ``ABPC.py`` compute it: the map of
+    the label class, the released antialiased heatmap, 0%..100% of the pixels removed least /
+    most relevant first, the softmax probability of the label."""
+
+    name = "abpc"
+    label = "ABPC"
+    recipe = "abpc"
+    needs = Needs(target="label", rescoring=True, labels=True)
+    columns = (Column("abpc", "ABPC"), Column("auc_lerf", "AUC(LeRF)"),
+               Column("auc_morf", "AUC(MoRF)", higher_is_better=False))
+    curve_keys = ("lerf", "morf")
+    convention = ("map of the label class, antialiased resize + min-max (released save_h5.py); "
+                  "0%..100% of the pixels removed, least / most relevant first; probability of "
+                  "the label; ABPC = mean(LeRF - MoRF)")
+
+    def tests(self, geometry) -> list:
+        return abpc_tests()
+
+    def records_from(self, results, rows) -> List[Dict[str, object]]:
+        return [{"lerf": [float(v) for v in results.curves["lerf"][row]],
+                 "morf": [float(v) for v in results.curves["morf"][row]]} for row in rows]
+
+    def summarize(self, records, context) -> Dict[str, object]:
+        curves = Curves(names=list(context["names"]), labels=list(context["labels"]),
+                        lerf=np.array([r["lerf"] for r in records], dtype=np.float64)
+                        .reshape(len(records), NUM_STEPS),
+                        morf=np.array([r["morf"] for r in records], dtype=np.float64)
+                        .reshape(len(records), NUM_STEPS))
+        return summarize(curves, context["method"], context.get("dataset", "ilsvrc"),
+                         context.get("prefix", "ILSVRC"))

@@ -373,97 +373,129 @@ def perturbation_curves(model: nn.Module, batches: Iterable, tests: Sequence[Per
     ``clean_forward`` (default: when a test scores the predicted class or top-1 correctness)
     runs the clean images first, outside the queue, and records the predictions; otherwise each
     clean image goes through the queue with the first step that needs it. Images are queued
-    step by step, and within a step test by test, in the order of ``tests``.
+    step by step, and within a step test by test, in the order of ``tests``. A batch with
+    ``predictions`` (the run's one prediction per image) scores those as the predicted class.
+    The same as feeding the batches one by one to a :class:`CurveRun` (the runner's way).
     """
-    tests = list(tests)
-    if not tests:
-        raise ValueError("no test to run")
-    if len({t.name for t in tests}) != len(tests):
-        raise ValueError("tests need distinct names")
-    if clean_forward is None:
-        clean_forward = any(t.target == "predicted" or t.score == "top1" for t in tests)
-    if not clean_forward and any(t.target == "predicted" for t in tests):
-        raise ValueError("the predicted class needs the clean forward pass")
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    was_training = model.training
-    model.eval()
-    rows_out: Dict[str, Dict[int, np.ndarray]] = {t.name: {} for t in tests}
-    names: List[str] = []
-    labels: List[int] = []
-    indices: List[int] = []
-    predictions: List[int] = []
-    clean_correct: List[int] = []
-    classes: Dict[Tuple[int, str], int] = {}       # (row, target) -> class scored
-    test_index = {t.name: t for t in tests}
-
-    def record(tags, probs, top1):
-        top1 = top1.tolist()
-        for j, destinations in enumerate(tags):
-            for row, name, step in destinations:
-                test = test_index[name]
-                rows_out[name][row][step] = _score(test.score, probs[j], top1[j],
-                                                   classes[row, test.target], labels[row])
-
-    queue = ForwardQueue(model, batch_size, record, precision)
-    constants: Dict[Hashable, Tuple[torch.Tensor, int]] = {}
-    counts_of: Dict[str, List[int]] = {}
-    positions_of: Dict[str, List[float]] = {}
+    curve_run = CurveRun(model, tests, batch_size, precision, clean_forward)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=total, unit="img", desc=desc)
     try:
         for batch in batches:
-            images = batch.images.to(device=device, dtype=dtype)
-            count, _, height, width = images.shape
-            num_pixels = height * width
-            heatmaps = batch.heatmaps.reshape(count, -1)
-            if heatmaps.shape[1] != num_pixels:
-                raise ValueError(f"heatmaps {tuple(batch.heatmaps.shape[1:])} do not match the "
-                                 f"images {(height, width)}")
-            batch_labels = [int(v) for v in torch.as_tensor(batch.labels).reshape(-1)]
-            rows = list(range(len(names), len(names) + count))
-            names.extend(batch.names)
-            labels.extend(batch_labels)
-            indices.extend(getattr(batch, "indices", rows))
-            for test in tests:
-                counts = test.steps.counts(num_pixels)
-                if counts_of.setdefault(test.name, counts) != counts:
-                    raise ValueError("images of different sizes in one run")
-                positions_of.setdefault(test.name, test.steps.positions(num_pixels))
-                for row in rows:
-                    rows_out[test.name][row] = np.full(len(counts), np.nan)
-            for row, label in zip(rows, batch_labels):
-                classes[row, "label"] = label
-            if clean_forward:
-                probs, top1 = _chunked_forward(queue, images)
-                top1 = top1.tolist()
-                for j, row in enumerate(rows):
-                    classes[row, "predicted"] = top1[j]
-                predictions.extend(top1)
-                clean_correct.extend(int(p == lab) for p, lab in zip(top1, batch_labels))
-                clean = (probs, top1)
-            else:
-                predictions.extend([-1] * count)
-                clean_correct.extend([-1] * count)
-                clean = None
-            _queue_batch(queue, tests, images, heatmaps, rows, clean, constants, counts_of,
-                         record)
+            curve_run.add(batch)
             if bar is not None:
-                bar.update(count)
-        queue.flush()
+                bar.update(len(batch.names))
     finally:
         if bar is not None:
             bar.close()
-        model.train(was_training)
-    curves = {t.name: (np.stack([rows_out[t.name][r] for r in range(len(names))]) if names
-                       else np.zeros((0, len(counts_of.get(t.name, [])))))
-              for t in tests}
-    return CurveResults(tests=tests, names=names, labels=labels, curves=curves,
-                        positions=positions_of, counts=counts_of, predictions=predictions,
-                        clean_correct=clean_correct, forward_passes=queue.forward_passes,
-                        indices=list(indices))
+    return curve_run.finish()
+
+
+class CurveRun:
+    """:func:`perturbation_curves` fed one batch at a time: ``add(batch)`` queues a batch's
+    step images (the forward passes run as the queue fills, across batches), ``finish()``
+    flushes the queue and returns the :class:`CurveResults`. The model is in eval mode from
+    the first ``add`` to ``finish`` and put back as it was."""
+
+    def __init__(self, model: nn.Module, tests: Sequence[PerturbationTest],
+                 batch_size: int = 64, precision: str = "fp32",
+                 clean_forward: Optional[bool] = None):
+        tests = list(tests)
+        if not tests:
+            raise ValueError("no test to run")
+        if len({t.name for t in tests}) != len(tests):
+            raise ValueError("tests need distinct names")
+        if clean_forward is None:
+            clean_forward = any(t.target == "predicted" or t.score == "top1" for t in tests)
+        if not clean_forward and any(t.target == "predicted" for t in tests):
+            raise ValueError("the predicted class needs the clean forward pass")
+        self.model, self.tests, self.clean_forward = model, tests, clean_forward
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.was_training: Optional[bool] = None
+        self.rows_out: Dict[str, Dict[int, np.ndarray]] = {t.name: {} for t in tests}
+        self.names: List[str] = []
+        self.labels: List[int] = []
+        self.indices: List[int] = []
+        self.predictions: List[int] = []
+        self.clean_correct: List[int] = []
+        self.classes: Dict[Tuple[int, str], int] = {}       # (row, target) -> class scored
+        self.test_index = {t.name: t for t in tests}
+        self.queue = ForwardQueue(model, batch_size, self._record, precision)
+        self.constants: Dict[Hashable, Tuple[torch.Tensor, int]] = {}
+        self.counts_of: Dict[str, List[int]] = {}
+        self.positions_of: Dict[str, List[float]] = {}
+
+    def _record(self, tags, probs, top1):
+        top1 = top1.tolist()
+        for j, destinations in enumerate(tags):
+            for row, name, step in destinations:
+                test = self.test_index[name]
+                self.rows_out[name][row][step] = _score(
+                    test.score, probs[j], top1[j], self.classes[row, test.target],
+                    self.labels[row])
+
+    def add(self, batch) -> None:
+        if self.was_training is None:
+            self.was_training = self.model.training
+            self.model.eval()
+        images = batch.images.to(device=self.device, dtype=self.dtype)
+        count, _, height, width = images.shape
+        num_pixels = height * width
+        heatmaps = batch.heatmaps.reshape(count, -1)
+        if heatmaps.shape[1] != num_pixels:
+            raise ValueError(f"heatmaps {tuple(batch.heatmaps.shape[1:])} do not match the "
+                             f"images {(height, width)}")
+        batch_labels = [int(v) for v in torch.as_tensor(batch.labels).reshape(-1)]
+        rows = list(range(len(self.names), len(self.names) + count))
+        self.names.extend(batch.names)
+        self.labels.extend(batch_labels)
+        self.indices.extend(getattr(batch, "indices", rows))
+        for test in self.tests:
+            counts = test.steps.counts(num_pixels)
+            if self.counts_of.setdefault(test.name, counts) != counts:
+                raise ValueError("images of different sizes in one run")
+            self.positions_of.setdefault(test.name, test.steps.positions(num_pixels))
+            for row in rows:
+                self.rows_out[test.name][row] = np.full(len(counts), np.nan)
+        for row, label in zip(rows, batch_labels):
+            self.classes[row, "label"] = label
+        if self.clean_forward:
+            probs, top1 = _chunked_forward(self.queue, images)
+            top1 = top1.tolist()
+            # the caller's one prediction per image (agcam.evaluation.run), else this
+            # forward pass's
+            given = getattr(batch, "predictions", None)
+            chosen = top1 if given is None else [int(v) for v in given]
+            for j, row in enumerate(rows):
+                self.classes[row, "predicted"] = chosen[j]
+            self.predictions.extend(top1)
+            self.clean_correct.extend(int(p == lab) for p, lab in zip(top1, batch_labels))
+            clean = (probs, top1)
+        else:
+            self.predictions.extend([-1] * count)
+            self.clean_correct.extend([-1] * count)
+            clean = None
+        _queue_batch(self.queue, self.tests, images, heatmaps, rows, clean, self.constants,
+                     self.counts_of, self._record)
+
+    def finish(self) -> CurveResults:
+        try:
+            self.queue.flush()
+        finally:
+            if self.was_training is not None:
+                self.model.train(self.was_training)
+        names = self.names
+        curves = {t.name: (np.stack([self.rows_out[t.name][r] for r in range(len(names))])
+                           if names else np.zeros((0, len(self.counts_of.get(t.name, [])))))
+                  for t in self.tests}
+        return CurveResults(tests=self.tests, names=names, labels=self.labels, curves=curves,
+                            positions=self.positions_of, counts=self.counts_of,
+                            predictions=self.predictions, clean_correct=self.clean_correct,
+                            forward_passes=self.queue.forward_passes,
+                            indices=list(self.indices))
 
 
 def _chunked_forward(queue: ForwardQueue, images: torch.Tensor
@@ -601,5 +633,5 @@ def merge_results(parts: Sequence[CurveResults]) -> CurveResults:
 
 __all__ = ["Ranking", "Steps", "Substrate", "NormalizedConstant", "UnitConstant", "Blur",
            "FunctionSubstrate", "PerturbationTest", "ForwardQueue", "CurveResults",
-           "perturbation_curves", "merge_results", "gkern", "rise_auc", "chefer_auc",
+           "perturbation_curves", "CurveRun", "merge_results", "gkern", "rise_auc", "chefer_auc",
            "CHEFER_AUC"]

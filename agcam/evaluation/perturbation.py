@@ -201,3 +201,101 @@ def write_csv(directory: str, results: CurveResults, summary: Dict[str, object])
                              results.clean_correct[i]]
                             + [repr(float(v)) for n in names for v in results.curves[n][i]])
     return path
+
+
+# -- the evaluation interface (agcam.evaluation.base) ---------------------------------------------
+
+from agcam.evaluation.base import Column, CurveEvaluation, Needs, register_evaluation  # noqa: E402
+
+#: an insertion curve that starts above this mean probability starts from a blurred image the
+#: model already recognises: the test then measures little (warned in the summary)
+INSERTION_START_WARNING = 0.5
+
+
+class PerturbationEvaluation(CurveEvaluation):
+    """One of Chefer's or RISE's tests, on the map of the predicted class (Chefer's "top"
+    variant; RISE's class), heatmap recipe ``chefer``. Options: ``auc`` (Chefer's AUC
+    convention, default ``sklearn_0_1``), ``rise_step`` (pixels per RISE step)."""
+
+    recipe = HEATMAP_RECIPE
+    needs = Needs(target="predicted", rescoring=True, labels=True)
+    curve_keys = ("curve",)
+
+    def __init__(self, auc: str = "sklearn_0_1", rise_step: Optional[int] = None, **options):
+        super().__init__(**options)
+        if auc not in CHEFER_AUC:
+            raise ValueError(f"AUC convention must be one of {CHEFER_AUC}, got {auc!r}")
+        self.auc = auc
+        self.rise_step = rise_step
+
+    def describe(self) -> str:
+        if self.name in CHEFER_TESTS:
+            return (f"Chefer et al. 2021: top-1 accuracy as the "
+                    f"{'most' if self.name == 'positive' else 'least'} relevant pixels "
+                    f"are blacked out, 10%..90%; map of the predicted class; AUC x 100 "
+                    f"({self.auc})")
+        return (f"RISE (Petsiuk et al. 2018): probability of the predicted class as pixels are "
+                f"{'inserted into a blurred image' if self.name == 'insertion' else 'deleted'}"
+                ", most relevant first; AUC")
+
+    def tests(self, geometry) -> list:
+        return make_tests([self.name], geometry.mean, geometry.std, geometry.input_size[1],
+                          self.rise_step)
+
+    def records_from(self, results: CurveResults, rows) -> List[Dict[str, object]]:
+        return [{"curve": [float(v) for v in results.curves[self.name][row]],
+                 "clean_correct": int(results.clean_correct[row]),
+                 "prediction": int(results.predictions[row])} for row in rows]
+
+    def summarize(self, records, context) -> Dict[str, object]:
+        test = self.tests(context["geometry"])[0]
+        width = context["geometry"].input_size
+        num_pixels = int(width[0]) * int(width[1])
+        results = CurveResults(
+            tests=[test], names=list(context["names"]), labels=list(context["labels"]),
+            curves={self.name: np.array([r["curve"] for r in records], dtype=np.float64)
+                    .reshape(len(records), -1)},
+            positions={self.name: test.steps.positions(num_pixels)},
+            counts={self.name: test.steps.counts(num_pixels)},
+            predictions=[r["prediction"] for r in records],
+            clean_correct=[r["clean_correct"] for r in records])
+        summary = summarize(results, context["method"], self.needs.target,
+                            context.get("dataset", "ilsvrc"), context.get("prefix", "ILSVRC"),
+                            self.auc)
+        entry = summary["tests"][self.name]
+        out = {"method": context["method"], "num_images": summary["num_images"],
+               "clean_accuracy": summary["clean_accuracy"], "auc": entry["auc"], **entry}
+        if self.name == "insertion" and entry["curve"] and \
+                entry["curve"][0] > INSERTION_START_WARNING:
+            out["warning"] = (f"the insertion curve starts at {entry['curve'][0]:.3f}: the "
+                              "blurred image is already recognised, so the test measures little "
+                              "on this model and data set")
+        return out
+
+
+@register_evaluation
+class Positive(PerturbationEvaluation):
+    name = "positive"
+    label = "Positive perturbation"
+    columns = (Column("auc", "AUC", higher_is_better=False),)
+
+
+@register_evaluation
+class Negative(PerturbationEvaluation):
+    name = "negative"
+    label = "Negative perturbation"
+    columns = (Column("auc", "AUC"),)
+
+
+@register_evaluation
+class Insertion(PerturbationEvaluation):
+    name = "insertion"
+    label = "Insertion"
+    columns = (Column("auc", "AUC"),)
+
+
+@register_evaluation
+class Deletion(PerturbationEvaluation):
+    name = "deletion"
+    label = "Deletion"
+    columns = (Column("auc", "AUC", higher_is_better=False),)

@@ -302,3 +302,50 @@ def write_table(output_dir: str, summaries: Sequence[Dict[str, Any]]) -> List[st
             handle.write(f"| {s['method']} | {s['num_images']} | "
                          + " | ".join(f"{s[c]:.2f}" for c in TABLE_COLUMNS) + " |\n")
     return [csv_path, md_path]
+
+
+# -- the evaluation interface (agcam.evaluation.base) ---------------------------------------------
+
+from agcam.evaluation.base import (  # noqa: E402
+    Column,
+    EvalBatch,
+    Evaluation,
+    Needs,
+    register_evaluation,
+)
+
+
+@register_evaluation
+class Segmentation(Evaluation):
+    """Chefer et al.'s segmentation test as ``segmentation.py``: the map of the predicted class,
+    bilinear x patch + min-max, thresholded at its mean, against the foreground mask."""
+
+    name = "segmentation"
+    label = "Segmentation"
+    needs = Needs(target="predicted", masks=True)
+    columns = (Column("pixel_accuracy", "pixel acc."), Column("miou", "mIoU"),
+               Column("map", "mAP"))
+    convention = ("map of the predicted class, bilinear + min-max, threshold at its mean; pixel "
+                  "accuracy, mIoU (background, foreground), mAP; percent")
+
+    def score(self, batch: EvalBatch) -> List[Dict[str, Any]]:
+        from agcam.maps import to_heatmap
+
+        heatmaps = to_heatmap(batch.maps, batch.geometry.input_size, "localization")
+        heatmaps = heatmaps.cpu().numpy()
+        masks = np.asarray(batch.masks)
+        out = []
+        for k, index in enumerate(batch.indices):
+            image = score_image(index, heatmaps[k], masks[k])
+            out.append({"correct": image.correct, "labeled": image.labeled,
+                        "intersection": image.intersection, "union": image.union,
+                        "ap": image.ap})
+        return out
+
+    def images(self, records, context) -> List[SegmentationImage]:
+        return [SegmentationImage(index=index, prediction=prediction, **record)
+                for index, prediction, record in zip(context["indices"], context["predictions"],
+                                                     records)]
+
+    def summarize(self, records, context) -> Dict[str, Any]:
+        return summarize(self.images(records, context), context["method"])

@@ -279,3 +279,80 @@ def accumulate_maps(accumulator: BoxAccuracy, raw_maps, source_boxes, image_size
     for raw, boxes, size in zip(raw_maps, source_boxes, image_sizes):
         accumulator.accumulate(wsol_scoremap(raw, input_size),
                                wsol_boxes(boxes, tuple(size), input_size))
+
+
+# -- the evaluation interface (agcam.evaluation.base) ---------------------------------------------
+
+from agcam.evaluation.base import (  # noqa: E402
+    Column,
+    EvalBatch,
+    Evaluation,
+    Needs,
+    register_evaluation,
+)
+
+
+def _bits(flags: np.ndarray) -> str:
+    """A boolean vector as a hexadecimal string (one bit per threshold), for a small record."""
+    return format(int("".join("1" if f else "0" for f in flags) or "0", 2), "x")
+
+
+def _unbits(text: str, length: int) -> np.ndarray:
+    value = bin(int(text, 16))[2:].zfill(length)
+    return np.array([c == "1" for c in value[-length:]], dtype=np.int64)
+
+
+@register_evaluation
+class MaxBoxAcc(Evaluation):
+    """MaxBoxAcc and MaxBoxAccV2 (Choe et al., CVPR 2020) as ``localization.py --maxboxacc``:
+    every image, the map of its label class, wsolevaluation's score map and contours; the
+    best threshold over the split. Option ``maxboxacc_step`` (0.01 or 0.001). The record of an
+    image is whether it is correct at each threshold, per box rule and IoU, as bits."""
+
+    name = "maxboxacc"
+    label = "MaxBoxAcc"
+    needs = Needs(target="label", labels=True, boxes=True)
+    columns = (Column("maxboxacc", "MaxBoxAcc"), Column("maxboxacc_v2", "MaxBoxAccV2"))
+
+    def __init__(self, maxboxacc_step: float = 0.01, **options):
+        super().__init__(**options)
+        self.step = float(maxboxacc_step)
+
+    def describe(self) -> str:
+        return ("every image, map of the label class; bicubic score map, contours "
+                f"(wsolevaluation); threshold step {self.step:g}; percent")
+
+    def score(self, batch: EvalBatch) -> List[Dict[str, Any]]:
+        from agcam.maps import wsol_scoremap
+
+        accumulator = BoxAccuracy(self.step)
+        input_size = tuple(batch.geometry.input_size)
+        raw = batch.maps.detach().cpu().double().numpy()
+        records = []
+        for k in range(len(batch.indices)):
+            ious = best_ious(wsol_scoremap(raw[k], input_size),
+                             wsol_boxes(batch.source_boxes[k], tuple(batch.sizes[k]),
+                                        input_size), accumulator.thresholds)
+            records.append({rule: {str(d): _bits(ious[rule] >= d / 100)
+                                   for d in accumulator.iou_thresholds}
+                            for rule in (LARGEST, ALL)})
+        return records
+
+    def accumulator(self, records) -> BoxAccuracy:
+        accumulator = BoxAccuracy(self.step)
+        length = len(accumulator.thresholds)
+        for record in records:
+            for rule in (LARGEST, ALL):
+                for j, delta in enumerate(accumulator.iou_thresholds):
+                    accumulator.correct[rule][j] += _unbits(record[rule][str(delta)], length)
+            accumulator.num_images += 1
+        return accumulator
+
+    def summarize(self, records, context) -> Dict[str, Any]:
+        result = self.accumulator(records).compute()
+        out = {key: result[key] for key in ("maxboxacc", "maxboxacc_v2", "maxboxacc_delta",
+                                            "maxboxacc_v2_delta", "maxboxacc_threshold",
+                                            "maxboxacc_v2_threshold")}
+        out.update(method=context["method"], num_images=result["num_images"],
+                   maxboxacc_step=result["cam_curve_interval"])
+        return out
