@@ -229,8 +229,10 @@ def test_page_shows_get_explainers_maps(server, browser, reference):
     methods = ["agcam", "rollout"]
     first = assert_shown(browser, reference, PAIR, methods, raw_maps(browser)["top"][0][0], 0.5)
     if os.environ.get("AGCAM_UPDATE_SCREENSHOT") == "1":
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1400, height + 40)
+        for _ in range(2):           # the layout follows the window's size: settle it
+            height = browser.execute_script("return document.documentElement.scrollHeight")
+            browser.set_window_size(1400, height + 40)
+        browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(SCREENSHOT)
 
     # click the second class: its maps instead (the pair image holds two objects)

@@ -40,6 +40,8 @@ PREVIEW_SIZE = 384
 #: uploads larger than this are refused by Gradio before they reach the engine
 MAX_UPLOAD = "100mb"
 ERROR = "error: "
+#: the map figures are 3:1 (image | overlay | boxes): gallery cells of that shape, not squares
+CSS = "#agcam-maps .thumbnail-item { aspect-ratio: 3 / 1; }"
 
 # ids the browser test finds the components by
 IDS = dict(sample="agcam-sample", upload="agcam-upload", preview="agcam-preview",
@@ -214,7 +216,7 @@ class Page:
                                    elem_id=IDS["top"])
                     target = gr.Radio(choices=[], label="class explained (click another to see "
                                                         "its maps)", elem_id=IDS["target"])
-                    gallery = gr.Gallery(label="maps", columns=1, format="png",
+                    gallery = gr.Gallery(label="maps", columns=1, format="png", height="auto",
                                          object_fit="contain", elem_id=IDS["maps"])
                     save_button = gr.Button("Save figure", elem_id=IDS["save"])
                     saved = gr.File(label="saved figure", visible=False, interactive=False,
@@ -255,5 +257,5 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: Optional[int] = None,
     allowed = [d for d in (samples_dir, out_dir) if d]
     page.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
                 allowed_paths=allowed, max_file_size=MAX_UPLOAD, quiet=not block,
-                footer_links=[])
+                footer_links=[], css=CSS)
     return page
