@@ -99,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
                           store_path(args.out, method, spec.prefix),
                           store_meta(method, model, args.model, args.checkpoint,
                                      args.batch_size, dataset=spec.name,
-                                     precision=args.precision, target=args.target))
+                                     precision=args.precision, target=args.target,
+                                     data_root=args.data_root, split=listing.split))
                 for method in args.methods]
         all_stats = export_stores(jobs, make_dataset(samples, model, keep_image=True,
                                                      decode=args.decode),

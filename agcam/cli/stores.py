@@ -42,7 +42,8 @@ def add_store_args(parser: argparse.ArgumentParser, csv_help: str, file_help: st
                         help=f"write {csv_help} beside the HDF5 file (default: False)")
     parser.add_argument("--file", type=str2bool, default=False, metavar="True|False",
                         help=f"write {file_help} beside the HDF5 file (default: False)")
-    add_model_args(parser)
+    add_model_args(parser, default=None,
+                   default_text="the one the file records, else the paper's weights")
     add_batch_size_arg(parser, 64)
     add_precision_arg(parser)
     add_limit_arg(parser)
@@ -66,6 +67,8 @@ def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None
     ``--dataset`` was not given. ``target``: the class its maps must explain (``None``: any);
     ``script`` names the one that needs it in the message."""
     from agcam.store import open_store, store_path
+    if args.h5_file is None and given_dataset is None:
+        given_dataset = find_dataset(args.h5_root, method)
     spec = dataset_from_args(argparse.Namespace(dataset=given_dataset or "ilsvrc"))
     if args.h5_file is not None:
         path, flag = args.h5_file, "--h5_file"
@@ -74,7 +77,7 @@ def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None
         if not os.path.isfile(path):
             raise UsageError(f"--h5_root {args.h5_root}: no {os.path.basename(path)} there "
                              f"(write it with: python save_h5.py --dataset {spec.name} "
-                             f"--method {method} --save_root {args.h5_root})")
+                             f"--method {method} --out {args.h5_root})")
     store = open_store(path, flag)
     try:
         if store.method is not None and store.method != method:
@@ -95,6 +98,47 @@ def open_checked_store(args: argparse.Namespace, method: str, given_dataset=None
     return store
 
 
+def find_dataset(h5_root: str, method: str) -> Optional[str]:
+    """The data set whose ``<PREFIX>_<method>.hdf5`` lies in ``h5_root`` when ``--dataset`` is
+    not given: ``None`` when there is none (the ILSVRC name is then asked for), UsageError
+    when several data sets' files are there."""
+    from agcam.datasets import DATASETS
+    found = [name for name, spec in DATASETS.items()
+             if os.path.isfile(os.path.join(h5_root, f"{spec.prefix}_{method}.hdf5"))]
+    if len(found) > 1:
+        raise UsageError(f"--h5_root {h5_root}: holds {method} stores of "
+                         f"{' and '.join(found)}; choose one with --dataset")
+    return found[0] if found else None
+
+
+def model_from_stores(stores, args: argparse.Namespace) -> None:
+    """``--model`` and ``--checkpoint`` from what the stores record when not given; a flag that
+    contradicts a store is refused naming both (UsageError)."""
+    from models.vit import DEFAULT_MODEL, file_digest
+    for store in stores:
+        meta = store.meta
+        if meta is None or not meta.model:
+            continue
+        if args.model is not None and args.model != meta.model:
+            raise UsageError(f"--model {args.model}: {store.path} was written with --model "
+                             f"{meta.model}")
+        if args.checkpoint is not None and meta.checkpoint_sha256 and \
+                file_digest(args.checkpoint) != meta.checkpoint_sha256:
+            raise UsageError(f"--checkpoint {args.checkpoint}: {store.path} was written with "
+                             f"the checkpoint {meta.checkpoint_path or meta.checkpoint} (SHA-256 "
+                             f"{meta.checkpoint_sha256[:12]}...), not this file")
+        if args.model is None:
+            args.model = meta.model
+        if args.checkpoint is None and meta.checkpoint_sha256:
+            if not (meta.checkpoint_path and os.path.isfile(meta.checkpoint_path)):
+                raise UsageError(f"{store.path} was written with the checkpoint "
+                                 f"{meta.checkpoint_path or meta.checkpoint}, which is not "
+                                 "there; pass --checkpoint")
+            args.checkpoint = meta.checkpoint_path
+    if args.model is None:   # the authors' files record nothing: the paper's weights
+        args.model = DEFAULT_MODEL
+
+
 def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label",
                         script: str = "ABPC") -> list:
     """Every store the flags name, all checked before the model is made (``target``: see
@@ -109,6 +153,7 @@ def open_checked_stores(args: argparse.Namespace, target: Optional[str] = "label
     try:
         for method in args.methods:
             stores.append(open_checked_store(args, method, given_dataset, target, script))
+        model_from_stores(stores, args)
     except BaseException:
         for store in stores:
             store.close()
@@ -129,9 +174,6 @@ def check_model(store, model, args: argparse.Namespace) -> None:
                          f"{tuple(store.heatmap_size)} do not match the model's input {size} "
                          f"(--model {args.model})")
     meta = store.meta
-    if meta is not None and meta.model and meta.model != args.model:
-        print(f"warning: {store.path} was written with --model {meta.model}; evaluating with "
-              f"{args.model}", file=sys.stderr)
     written_at = meta.precision if meta is not None else "fp32"   # the authors' files: fp32
     if written_at != args.precision:
         print(f"warning: {store.path} holds maps computed at precision {written_at}; scoring "

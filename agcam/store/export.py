@@ -212,8 +212,10 @@ def _export_pass(jobs: Sequence[ExportJob], writers: List[StoreWriter],
 def store_meta(method: str, model: torch.nn.Module, model_name: str,
                checkpoint: Optional[str], batch_size: int,
                checkpoint_sha256: Optional[str] = None, dataset: str = "ilsvrc",
-               precision: str = "fp32", target: str = "label") -> StoreMeta:
-    """The self-description of a store written with ``model``."""
+               precision: str = "fp32", target: str = "label", data_root: str = "",
+               split: str = "") -> StoreMeta:
+    """The self-description of a store written with ``model`` (from ``checkpoint`` and the
+    data set's ``data_root`` and ``split``)."""
     import timm
 
     from agcam.registry import method_class
@@ -230,5 +232,14 @@ def store_meta(method: str, model: torch.nn.Module, model_name: str,
                      checkpoint_sha256=digest, timm_version=timm.__version__,
                      torch_version=str(torch.__version__), dataset=dataset,
                      precision=precision, target=target,
-                     map_size=tuple(geometry.input_size if pixel else geometry.grid))
+                     map_size=tuple(geometry.input_size if pixel else geometry.grid),
+                     checkpoint_path=os.path.abspath(checkpoint) if checkpoint else "",
+                     data_root=os.path.abspath(data_root) if data_root else "", split=split or "",
+                     preprocessing=describe_transform(model))
+
+
+def describe_transform(model) -> str:
+    """The model's evaluation transform (timm's, as the loaders apply it) on one line."""
+    from models.vit import build_transform
+    return " ".join(str(build_transform(model)).split())
 

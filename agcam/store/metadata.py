@@ -25,7 +25,9 @@ pixel-level method; a file without it has maps on the grid), mean, std, the batc
 were computed with, the ``precision`` of the maps (``fp32``, ``tf32``, ``bf16``; a file without
 it was written at ``fp32``), the ``target`` whose maps it holds (``label``, as released, or
 ``predicted``: the model's top-1; a file without it holds the label's) and ``complete`` (0 until
-every row is done). A pixel-level method's maps are ``H x W`` float32, 196 KiB an image more at
+every row is done), and what made it: ``checkpoint_path`` (absolute), ``data_root``, ``split``
+and ``preprocessing`` (the transform, described; files of earlier versions lack these four and
+still read). A pixel-level method's maps are ``H x W`` float32, 196 KiB an image more at
 224 x 224 than the patch grid's.
 
 Why raw maps and not the 224x224 heatmap: ABPC ranks the heatmap's pixels, so it needs the
@@ -137,6 +139,13 @@ class StoreMeta:
     #: the ``[h, w]`` of the stored maps: ``grid`` (empty, the default) or the input size for a
     #: pixel-level method (``Explainer.resolution == "pixel"``)
     map_size: Tuple[int, ...] = ()
+    #: what made it, so that ABPC.py and perturbation.py need only --h5_root: the checkpoint's
+    #: absolute path, the data set's root and split, and the preprocessing (the transform's
+    #: description); empty in files written before they were recorded
+    checkpoint_path: str = ""
+    data_root: str = ""
+    split: str = ""
+    preprocessing: str = ""
 
     def __post_init__(self):
         self.map_size = tuple(int(v) for v in self.map_size) or tuple(self.grid)
@@ -167,7 +176,9 @@ class StoreMeta:
                    timm_version=text("timm_version"), torch_version=text("torch_version"),
                    layout=text("layout", "compact"), dataset=text("dataset", ""),
                    precision=text("precision", "fp32"), target=text("target", "label"),
-                   map_size=ints("map_size") if "map_size" in attrs else ())
+                   map_size=ints("map_size") if "map_size" in attrs else (),
+                   checkpoint_path=text("checkpoint_path"), data_root=text("data_root"),
+                   split=text("split"), preprocessing=text("preprocessing"))
 
     def differences(self, other: "StoreMeta") -> List[str]:
         """The settings in which ``other`` differs (those that change the stored values)."""
