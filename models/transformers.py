@@ -15,8 +15,9 @@ Supported (``config.model_type``):
   HF interpolates the position embeddings on every call (bicubic, in float32); here they are
   interpolated once, with HF's own ``interpolate_pos_encoding``, to the input size of the
   checkpoint's image processor. With registers, HF adds ``pos[:, 0]`` to the class token and
-  none to the registers: the class token is stored with ``pos[:, 0]`` folded in and timm's
-  ``no_embed_class=True`` adds the rest to the patches only;
+  none to the registers: timm's position embedding gets a row per prefix token, ``pos[:, 0]``
+  for the class token and zeros for the registers (``no_embed_class=False``), so a float32
+  checkpoint run in float64 equals HF's float64 run to rounding;
 * ``clip`` / ``clip_vision_model``: ``CLIPVisionModelWithProjection`` (pre-norm, no patch bias,
   the final norm on the class token, the bias-free projection as the "head") and
   ``CLIPForImageClassification`` (mean of the patch tokens of the last block, no final norm).
@@ -399,10 +400,12 @@ def convert_state_dict(config, state_dict: Dict[str, torch.Tensor],
     dist = _pop(top, "embeddings.distillation_token")
     registers = _pop(top, "embeddings.register_tokens")
     if registers is not None:
-        # HF: [cls + pos0, registers, patches + pos[1:]]; timm no_embed_class: pos on patches
-        # only, so the class token carries pos0.
-        cls = cls + pos[:, :1]
-        pos = pos[:, 1:]
+        # HF: [cls + pos0, registers, patches + pos[1:]]. timm (no_embed_class=False) adds one
+        # position per token, prefix tokens included: pos0 for the class token, zeros for the
+        # registers, so every sum is made at run time in the run's dtype (exact in float64 from
+        # a float32 checkpoint, where folding pos0 into the class token would round it).
+        pos = torch.cat([pos[:, :1], pos.new_zeros(1, registers.shape[1], pos.shape[-1]),
+                         pos[:, 1:]], dim=1)
         out["reg_token"] = registers
     elif dist is not None:
         out["reg_token" if "cls_classifier.weight" not in top else "dist_token"] = dist
@@ -478,7 +481,7 @@ def convert_state_dict(config, state_dict: Dict[str, torch.Tensor],
                 qkv_bias="blocks.0.attn.qkv.bias" in out,
                 init_values=1.0 if has_ls else None, reg_tokens=reg_tokens + (
                     1 if "reg_token" in out and registers is None else 0),
-                no_embed_class=registers is not None, pre_norm=family == "clip",
+                no_embed_class=False, pre_norm=family == "clip",
                 eps=eps, act=act or "gelu", mlp_hidden=mlp_hidden, swiglu=swiglu,
                 head_bias=head_bias)
     return args, out, data_cfg

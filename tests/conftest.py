@@ -100,9 +100,10 @@ def golden_map_bounds(golden_maps, golden_reference, golden_reference64):
 def variant(request):
     """``(model, images, grid)`` for each of :data:`VARIANTS`: random weights, created once per
     session, its geometry checked against the table; ``images`` a random batch of its input."""
-    from models import create_model, model_geometry
+    from models import model_geometry
+    from tests.helpers.variants import make_variant
     torch.manual_seed(0)
-    model = create_model(request.param, pretrained=False)
+    model = make_variant(request.param)
     grid, prefix, batch = VARIANTS[request.param]
     geometry = model_geometry(model)
     assert geometry.grid == grid and geometry.num_prefix_tokens == prefix

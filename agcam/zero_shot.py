@@ -1,0 +1,111 @@
+"""A zero-shot classifier from text prompts: what every method explains a prompt through.
+
+``zero_shot(clip, ["a cat", "a dog"])`` encodes the prompts with the model's own tokenizer and
+text tower and returns a copy of its image tower (the project's timm ViT) whose head maps the
+image embedding onto the prompts: ``logits = logit_scale * normalize(image) @ normalize(text).T``,
+CLIP's ``logits_per_image`` (:class:`models.clip.ZeroShotHead`; plus SigLIP's bias). Every
+class-specific method then explains prompt ``i`` as class ``i``, with no special case::
+
+    classifier = zero_shot(create_clip("clip_agcam_learnt"), ["red", "striped", "circle"])
+    predictions, maps = get_explainer("agcam", classifier).explain(images, target=1)
+
+``templates`` (``"a photo of a {}."``, ...) follow CLIP's zero-shot recipe: each prompt is put in
+every template, the embeddings are normalised, averaged and normalised again.
+:data:`CLIP_TEMPLATES` are the few the CLIP paper's notebook recommends for ImageNet.
+
+For the evaluations: :func:`load_prompts` reads one prompt per class from a file and
+:func:`prompt_classifier` turns a model name (or model) and the prompts into the classifier.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, List, Optional, Sequence
+
+from agcam.errors import UsageError
+
+#: the seven ImageNet templates of OpenAI's "Prompt Engineering for ImageNet" notebook
+CLIP_TEMPLATES = ("itap of a {}.", "a bad photo of the {}.", "a origami {}.",
+                  "a photo of the large {}.", "a {} in a video game.", "art of the {}.",
+                  "a photo of the small {}.")
+
+
+def prompt_embeddings(model, prompts: Sequence[str], templates: Optional[Sequence[str]] = None):
+    """``[P, E]`` normalised text embeddings of the prompts (each averaged over ``templates``,
+    then normalised again, as CLIP's zero-shot recipe), in the model's dtype, no gradient."""
+    import torch
+    import torch.nn.functional as F
+    with torch.no_grad():
+        if not templates:
+            return F.normalize(model.encode_text(list(prompts)), dim=-1)
+        rows = []
+        for prompt in prompts:
+            texts = [t.format(prompt) if "{}" in t else f"{t} {prompt}" for t in templates]
+            rows.append(F.normalize(F.normalize(model.encode_text(texts), dim=-1).mean(0), dim=0))
+        return torch.stack(rows)
+
+
+def zero_shot(model: Any, prompts: Sequence[str], templates: Optional[Sequence[str]] = None):
+    """The zero-shot classifier of ``prompts``: a timm ViT (a copy of the image tower, eval mode,
+    the model's dtype and device) whose logit ``i`` is CLIP's image-text logit of prompt ``i``.
+
+    Args:
+        model: a :class:`models.clip.ImageTextModel` (:func:`models.clip.create_clip`), a
+            transformers ``CLIPModel`` or an open_clip model.
+        prompts: one text per class.
+        templates: optional ``"... {} ..."`` strings averaged per prompt (e.g.
+            :data:`CLIP_TEMPLATES`).
+
+    The result carries ``label_names`` (the prompts), ``num_classes`` and ``prompts``.
+    """
+    from models.clip import ZeroShotHead, as_image_text
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise ValueError("zero_shot needs at least one prompt")
+    clip = as_image_text(model)
+    text = prompt_embeddings(clip, prompts, templates)
+    classifier = copy.deepcopy(clip.visual).eval()
+    bias = clip.logit_bias
+    classifier.head = ZeroShotHead(classifier.head, (clip.logit_scale * text).to(text.dtype),
+                                   None if bias is None else bias.detach())
+    classifier.num_classes = len(prompts)
+    classifier.label_names = list(prompts)
+    classifier.prompts = list(prompts)
+    cfg = dict(getattr(classifier, "pretrained_cfg", None) or {})
+    classifier.pretrained_cfg = dict(cfg, num_classes=len(prompts), label_names=list(prompts))
+    return classifier.eval()
+
+
+def load_prompts(path: str, num_classes: Optional[int] = None, flag: str = "--prompts"
+                 ) -> List[str]:
+    """One prompt per class from a text file (one a line, blank lines and ``#`` lines skipped),
+    class ``i`` on the ``i``-th; with ``num_classes``, the count must match the data set's.
+    :class:`agcam.errors.UsageError` (one line naming the flag and file) otherwise."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{flag} {path}: no such file")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{flag} {path}: cannot read it ({exc})") from None
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise UsageError(f"{flag} {path}: holds no prompt (one prompt per class, one a line)")
+    if num_classes is not None and len(prompts) != num_classes:
+        raise UsageError(f"{flag} {path}: {len(prompts)} prompts for a data set of "
+                         f"{num_classes} classes (one prompt per class, one a line)")
+    return prompts
+
+
+def prompt_classifier(model: Any, prompts: Sequence[str], checkpoint: Optional[str] = None,
+                      templates: Optional[Sequence[str]] = None, device=None):
+    """The zero-shot classifier that the evaluations run: ``model`` a name for
+    :func:`models.clip.create_clip` (``hf:<repo>``, ``open_clip:<arch>/<pretrained>``,
+    ``clip_agcam_learnt``; ``checkpoint`` a folder) or an image-text model, and the prompts."""
+    from models.clip import create_clip
+    clip = create_clip(model, checkpoint=checkpoint) if isinstance(model, str) or model is None \
+        else model
+    classifier = zero_shot(clip, prompts, templates)
+    return classifier if device is None else classifier.to(device)
