@@ -1,7 +1,8 @@
 """``python -m agcam.app.load``: the page under 8 requests at once, and its click-to-maps time.
 
-Starts the page on 127.0.0.1 (a free port) in this process, loads the model once, then through
-the page's own API (``gradio_client``, the calls the browser makes on *Explain*):
+Starts the page on 127.0.0.1 (a free port) in this process, loads the model once, then sends
+requests from another process through the page's own API (``gradio_client``, the call the
+browser makes on *Explain*), after one warm-up request:
 
 1. ``--singles`` requests one after another, each on an image not seen before (every map is
    computed): the time from request to answer (maps computed and drawn, figures sent), min and
@@ -52,15 +53,16 @@ def images_for(count: int) -> List[str]:
     return found[:count]
 
 
-def check(answer, path: str, model, methods: Sequence[str]) -> None:
-    """The answer's classes and raw maps equal ``get_explainer``'s on ``path`` (exactly)."""
+def check(answer: str, path: str, model, methods: Sequence[str]) -> None:
+    """The classes and raw maps of ``answer`` (the page's raw-maps JSON) equal
+    ``get_explainer``'s on ``path``, exactly."""
     import numpy as np
     import torch
 
     from agcam.figures.heatmaps import top_k
     from agcam.registry import get_explainer
     from models.vit import build_transform, load_image
-    sent = json.loads(answer[4])
+    sent = json.loads(answer)
     images = torch.stack([build_transform(model)(load_image(path))])
     top = top_k(model, images)[0]
     if sent["top"] != [[i, p] for i, p in top]:
@@ -72,24 +74,62 @@ def check(answer, path: str, model, methods: Sequence[str]) -> None:
             raise AssertionError(f"{path}: the {method} map differs from get_explainer's")
 
 
+def client(url: str, model: str, random_weights: bool, methods: Sequence[str],
+           singles: Sequence[str], burst: Sequence[str]) -> dict:
+    """The requests, from a process of their own (so the page's server does not share its
+    interpreter with them): ``singles`` one after another, then ``burst`` at once. Returns each
+    request's seconds and answer (status, raw maps)."""
+    from gradio_client import Client, handle_file
+    connection = Client(url, verbose=False)
+
+    def request(path: str):
+        began = time.perf_counter()
+        answer = connection.predict(handle_file(path), None, model, "", random_weights, "",
+                                    list(methods), 0.5, api_name="/explain")
+        return {"path": path, "seconds": time.perf_counter() - began, "status": answer[0],
+                "raw": answer[4]}
+
+    request(singles[0])      # warm-up: first-call costs (method imports, the first figure)
+    done = {"singles": [request(path) for path in singles[1:]], "burst": [None] * len(burst)}
+
+    def ask(i: int) -> None:
+        done["burst"][i] = request(burst[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(burst))]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done["wall"] = time.perf_counter() - began
+    return done
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agcam.app.load",
-                                      description=__doc__.splitlines()[0])
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_agcam_learnt")
     parser.add_argument("--random", action="store_true",
                         help="random weights (pretrained=False; no download)")
     parser.add_argument("--methods", nargs="+", default=["agcam"])
     parser.add_argument("--singles", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--client", default=None, help=argparse.SUPPRESS)   # the client process
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    paths = images_for(1 + args.singles + args.concurrent)
+    singles, burst = paths[:1 + args.singles], paths[1 + args.singles:]
+    if args.client:
+        print(json.dumps(client(args.client, args.model, args.random, args.methods, singles,
+                                burst)))
+        return 0
+
+    import subprocess
+
     import torch
-    from gradio_client import Client, handle_file
 
     from agcam.app.engine import Engine, ModelSpec
     from agcam.app.page import serve
-
-    paths = images_for(args.singles + args.concurrent)
     engine = Engine()
     spec = ModelSpec(args.model, pretrained=not args.random)
     start = time.perf_counter()
@@ -99,58 +139,35 @@ def main(argv=None) -> int:
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
     page = serve(engine, "127.0.0.1", None, block=False)
     try:
-        client = Client(page.local_url, verbose=False)
-
-        def request(path: str):
-            began = time.perf_counter()
-            answer = client.predict(handle_file(path), None, args.model, "", args.random, "",
-                                    list(args.methods), 0.5, api_name="/explain")
-            if str(answer[0]).startswith("error"):
-                raise SystemExit(f"error: the page answered {answer[0]}")
-            return answer, time.perf_counter() - began
-
-        # one warm-up request (first-call costs: method imports, the page's first figure)
-        request(paths[0])
-        singles = []
-        for path in paths[1:args.singles + 1]:
-            answer, seconds = request(path)
-            check(answer, path, loaded.model, args.methods)
-            singles.append(seconds)
-        print(f"single requests (request to maps drawn and sent): "
-              f"{', '.join(f'{s:.2f}' for s in singles)} s; slowest {max(singles):.2f} s",
-              flush=True)
-
-        burst = paths[args.singles + 1:args.singles + 1 + args.concurrent]
-        if len(burst) < args.concurrent:
-            burst = paths[-args.concurrent:]
-        loads, rss_before = engine.counts["model_loads"], rss_mb()
-        results = [None] * len(burst)
-
-        def ask(i: int) -> None:
-            results[i] = request(burst[i])
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(burst))]
-        began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - began
-        if any(r is None for r in results):
-            raise SystemExit("error: some concurrent requests got no answer")
-        for (answer, _), path in zip(results, burst):
-            check(answer, path, loaded.model, args.methods)
-        times = sorted(seconds for _, seconds in results)
-        bound = max(singles) * len(burst)
-        print(f"{len(burst)} requests at once: all {len(burst)} answers equal get_explainer's; "
-              f"times {', '.join(f'{s:.2f}' for s in times)} s; slowest {times[-1]:.2f} s, "
-              f"bound (slowest single x {len(burst)}) {bound:.2f} s, ratio "
-              f"{times[-1] / bound:.2f}; all done in {wall:.2f} s")
-        print(f"memory: resident {rss_before:.0f} MB before, {rss_mb():.0f} MB after; model "
-              f"loads during the burst: {engine.counts['model_loads'] - loads}; models held: "
-              f"{len(engine.loaded_models())}", flush=True)
+        rss_before, loads = rss_mb(), engine.counts["model_loads"]
+        command = [sys.executable, "-m", "agcam.app.load", "--client", page.local_url,
+                   "--model", args.model, "--methods", *args.methods, "--singles",
+                   str(args.singles), "--concurrent", str(args.concurrent)]
+        command += ["--random"] if args.random else []
+        answer = subprocess.run(command, capture_output=True, text=True, check=False)
+        if answer.returncode != 0:
+            raise SystemExit(f"error: the client failed: {answer.stderr.strip()[-500:]}")
+        done = json.loads(answer.stdout.strip().splitlines()[-1])
+        rss_after = rss_mb()
     finally:
         page.close()
+    for result in done["singles"] + done["burst"]:
+        if str(result["status"]).startswith("error"):
+            raise SystemExit(f"error: the page answered {result['status']}")
+        check(result["raw"], result["path"], loaded.model, args.methods)
+    singles = [r["seconds"] for r in done["singles"]]
+    times = sorted(r["seconds"] for r in done["burst"])
+    bound = max(singles) * len(times)
+    print(f"single requests (request to maps drawn and sent): "
+          f"{', '.join(f'{s:.2f}' for s in singles)} s; slowest {max(singles):.2f} s")
+    print(f"{len(times)} requests at once: all {len(times)} answers equal get_explainer's; "
+          f"times {', '.join(f'{s:.2f}' for s in times)} s; slowest {times[-1]:.2f} s, bound "
+          f"(slowest single x {len(times)}) {bound:.2f} s, ratio {times[-1] / bound:.2f}; all "
+          f"done in {done['wall']:.2f} s")
+    print(f"memory of the server process: resident {rss_before:.0f} MB before the requests, "
+          f"{rss_after:.0f} MB after; model loads during them: "
+          f"{engine.counts['model_loads'] - loads}; models held: {len(engine.loaded_models())}",
+          flush=True)
     return 0
 
 
