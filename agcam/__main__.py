@@ -69,6 +69,13 @@ def main(args: argparse.Namespace) -> int:
     return command_module(args.command).main(args)
 
 
+def on_interrupt(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves: the command's own account (its ``on_interrupt(args)``), if it has
+    one."""
+    report = getattr(command_module(args.command), "on_interrupt", None)
+    return report(args) if report is not None else "stopped before the end (Ctrl-C)"
+
+
 def chosen_command(argv: Sequence[str]) -> Optional[str]:
     """The command ``argv`` names (its first word that is not an option), if any."""
     word = next((a for a in argv if not a.startswith("-")), None)
@@ -79,7 +86,8 @@ def entry(argv=None) -> int:
     """Parse ``argv``, run the command; user errors print one line and give exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     name = chosen_command(argv)
-    return run_main(main, get_args_parser(load=[name] if name else []).parse_args(argv))
+    return run_main(main, get_args_parser(load=[name] if name else []).parse_args(argv),
+                    on_interrupt)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``vit_agcam_learnt``: a small ViT trained here on the synthetic shapes (weights committed).
 
 The one model this project can run offline whose maps mean something: trained from scratch by
-``python -m agcam.train.learnt`` on :mod:`agcam.datasets.synthetic` (8 classes, shape x
+``agcam train-learnt`` on :mod:`agcam.datasets.synthetic` (8 classes, shape x
 texture, on cluttered backgrounds), weights in ``models/weights/vit_agcam_learnt.safetensors``
 (float16; the training log with its measured accuracy and time beside it, ``.json``).
 

@@ -97,9 +97,21 @@ def read_checkpoint_file(path: str):
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file
-        raise ModelError(f"--checkpoint {path}: cannot be read as a state dict "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise ModelError(f"--checkpoint {path}: {_unreadable_reason(path, exc)}; pass a .pth/"
+                         ".pt/.bin state dict, a .safetensors file or a transformers checkpoint "
+                         "folder") from None
     return obj
+
+
+def _unreadable_reason(path: str, exc: Exception) -> str:
+    """Why ``torch.load`` or safetensors refused ``path``, in words (the raw error of a text
+    file is ``KeyError: 101``, the letter ``e``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not path.endswith(".safetensors") and not head.startswith(b"PK") and \
+            not head.startswith(b"\x80"):
+        return "not a checkpoint (neither the zip archive torch.save writes nor a pickle)"
+    return f"cannot be read as a state dict ({type(exc).__name__}: {exc})"
 
 
 def head_classes(state_dict: dict, classifier: str = "head") -> Optional[int]:

@@ -211,6 +211,8 @@ def test_the_face_of_the_package_loads_its_names_on_use():
     (["segmentation.py", "--dataset", "voc"], "--dataset voc: segmentation.py runs"),
     (["ABPC.py", "--limit", "0"], "--limit 0: must be at least 1"),
     (["perturbation.py", "--limit", "0"], "--limit 0: must be at least 1"),
+    (["agcam", "explain", "{file}", "--checkpoint", "{file}"],
+     "--checkpoint {file}: not a checkpoint (neither the zip archive"),
 ])
 def test_errors_name_what_the_user_typed(tmp_path, capsys, argv, message):
     import importlib
@@ -226,3 +228,16 @@ def test_errors_name_what_the_user_typed(tmp_path, capsys, argv, message):
         code = run(importlib.import_module(argv[0][:-3]), argv[1:])
     err = capsys.readouterr().err
     assert code == 2 and message.format(**values) in err and "Traceback" not in err, err
+
+
+def test_ctrl_c_says_what_is_kept(capsys):
+    from agcam.cli.common import EXIT_INTERRUPTED, run_main
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted, argparse.Namespace(), lambda args: "3 images kept") == \
+        EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "interrupted: 3 images kept\n"
+    assert run_main(interrupted, argparse.Namespace()) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "interrupted: stopped before the end (Ctrl-C)\n"

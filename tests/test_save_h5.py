@@ -224,6 +224,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path, capsys, layou
         assert not (tmp_path / "killed" / name).exists()
         assert (tmp_path / "killed" / (name + ".partial")).exists()
     argv = _save_command(tmp_path / "killed", layout)[2:]
+    # what Ctrl-C reports at this point (save_h5.py's line after "interrupted:")
+    args = script.get_args_parser().parse_args(argv)
+    args.methods = ["agcam"]
+    assert script.kept_after_interrupt(args) == (
+        f"2 of 6 images of agcam kept in {tmp_path / 'killed'}; the same command continues "
+        "where it stopped")
     assert run_script(argv) == 0
     assert "resuming" in capsys.readouterr().out
     assert run_script(_save_command(tmp_path / "whole", layout)[2:]) == 0

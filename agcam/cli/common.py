@@ -198,7 +198,7 @@ def run_main(main: Callable[[argparse.Namespace], Optional[int]],
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        message = "nothing written by this run is kept unless the command says otherwise"
+        message = "stopped before the end (Ctrl-C)"
         if on_interrupt is not None:
             try:
                 message = on_interrupt(args)

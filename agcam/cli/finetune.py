@@ -120,6 +120,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "agcam finetune", description=plain_text(__doc__.splitlines()[0])))
 
 
+def on_interrupt(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves: the last finished epoch in ``<out>/last.pth``."""
+    last = os.path.join(args.out or ".", "last.pth")
+    if not os.path.isfile(last):
+        return "no epoch was finished; nothing is kept"
+    return f"the finished epochs are kept in {last}; the same command resumes from there"
+
+
 def main(args: argparse.Namespace) -> int:
     spec = check_args(args)
     from agcam.train.finetune import run
