@@ -164,14 +164,6 @@ def test_bad_models_and_methods(engine, tmp_path):
                                           "pooling (global_pool='token', no attn_pool)"}
 
 
-def test_save_writes_the_methods_figure(engine, tmp_path):
-    explanation = engine.explain(PAIR, ModelSpec(), ["agcam", "rollout"])
-    path = engine.save(explanation, 0.4, str(tmp_path / "out"))
-    from PIL import Image
-    with Image.open(path) as saved:
-        assert saved.format == "PNG" and saved.size[0] > saved.size[1]
-
-
 def test_command_line():
     from agcam.cli.app import add_arguments
     args = add_arguments(argparse.ArgumentParser()).parse_args([])

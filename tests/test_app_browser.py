@@ -209,10 +209,13 @@ def assert_shown(browser, model, path, methods, target, threshold):
         got = np.asarray(sent["maps"][method]["values"], dtype=np.float32)
         np.testing.assert_array_equal(got.reshape(sent["maps"][method]["shape"]),
                                       view.raw[method])
-    shown = wait_for(lambda: (lambda s: s if len(s) == len(methods) else None)(
-        shown_images(browser)), f"{len(methods)} map images")
-    for got, want in zip(shown, figures):
-        np.testing.assert_array_equal(got, want)
+    def same():     # the images arrive a moment after the fields: wait for them, then compare
+        shown = shown_images(browser)
+        return len(shown) == len(figures) and all(
+            got.shape == want.shape and np.array_equal(got, want)
+            for got, want in zip(shown, figures))
+
+    wait_for(same, f"the {len(methods)} figures of get_explainer's maps", timeout=20.0)
     return view
 
 
@@ -251,7 +254,10 @@ def test_page_shows_get_explainers_maps(server, browser, reference):
 
     css(browser, "#agcam-save").click()
     saved = wait_status(browser, "saved ")[len("saved "):]
-    assert os.path.isfile(saved) and saved.endswith(f"_class{second}_t0.3.png")
+    assert saved.endswith(f"_class{second}_t0.3.png")
+    from PIL import Image
+    with Image.open(saved) as figure:       # every method in one figure, wider than tall
+        assert figure.format == "PNG" and figure.size[0] > figure.size[1]
 
 
 def test_bad_input_is_one_line_on_the_page(server, browser, tmp_path):
