@@ -4,9 +4,11 @@ block), ``gradcam`` (Grad-CAM on the last attention), ``gae`` (Chefer et al.'s g
 explainability), ``gradcam_tokens`` (Grad-CAM on the last block's tokens, as pytorch-grad-cam),
 ``attnlrp`` and ``cplrp`` (AttnLRP and CP-LRP, lxt's gradient x input rules), ``legrad``
 (LeGrad), and ``ig``, ``ixg``, ``smoothgrad`` (captum's input-gradient methods).
+The floors ``random`` and ``centre`` (a random map, a centred box) are registered like methods.
 Importing the package registers them all."""
 from baselines.attention import RawAttention
 from baselines.attnlrp import CPLRP, AttnLRP, AttnLRPError
+from baselines.floors import CentredBox, RandomMap
 from baselines.gae import GenericAttentionExplainability
 from baselines.gradcam import AttentionGradCAM, GradCAMError, TokenGradCAM
 from baselines.input_gradients import (
@@ -18,7 +20,8 @@ from baselines.legrad import LeGrad
 from baselines.lrp import LRPError, TransformerAttribution
 from baselines.rollout import Rollout
 
-__all__ = ["CPLRP", "AttentionGradCAM", "AttnLRP", "AttnLRPError", "GenericAttentionExplainability",
+__all__ = ["CPLRP", "CentredBox", "RandomMap",
+           "AttentionGradCAM", "AttnLRP", "AttnLRPError", "GenericAttentionExplainability",
            "GradCAMError", "InputXGradientExplainer", "IntegratedGradientsExplainer", "LRPError",
            "LeGrad", "RawAttention", "Rollout", "SmoothGradExplainer", "TokenGradCAM",
            "TransformerAttribution"]
