@@ -39,6 +39,11 @@ from agcam.registry import register
 class _CaptumExplainer(Explainer):
     resolution = "pixel"
 
+    def forward_function(self):
+        """What captum differentiates: the model itself (the LibraGrad variants,
+        :mod:`baselines.libragrad`, give their rebalanced forward instead)."""
+        return self.model
+
     def _classes(self, images, targets):
         with torch.no_grad():
             logits = self.model(images)
@@ -62,7 +67,7 @@ class IntegratedGradientsExplainer(_CaptumExplainer):
     def attribute(self, images, classes, return_convergence_delta: bool = False):
         """captum's attributions ``[B, 3, H, W]`` (and its convergence delta)."""
         with torch.enable_grad():
-            return IntegratedGradients(self.model).attribute(
+            return IntegratedGradients(self.forward_function()).attribute(
                 images, baselines=self.baselines(images), target=classes, n_steps=self.steps,
                 internal_batch_size=images.shape[0] * self.steps_per_pass,
                 return_convergence_delta=return_convergence_delta)
@@ -85,7 +90,8 @@ class InputXGradientExplainer(_CaptumExplainer):
         predictions, classes = self._classes(images, targets)
         with torch.enable_grad():
             inputs = images.detach().clone().requires_grad_(True)
-            attributions = InputXGradient(self.model).attribute(inputs, target=classes)
+            attributions = InputXGradient(self.forward_function()).attribute(inputs,
+                                                                             target=classes)
         return predictions, attributions.detach().sum(dim=1)
 
 

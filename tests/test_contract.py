@@ -66,6 +66,18 @@ def test_registry_metadata():
         method_class("nope")
 
 
+#: options that keep a method's contract cheap where its defaults run the model many times an
+#: image (the integration steps of TAM, Beyond Intuition and Libra IG, ViT-CX's masks); the
+#: contract does not depend on them; each method's own test module checks its defaults against
+#: its reference
+CHEAP_OPTIONS = {"tam": dict(steps=2), "bt_h": dict(steps=2), "bt_t": dict(steps=2),
+                 "libra_ig": dict(steps=2), "vitcx": dict(distance_threshold=1.5)}
+
+
+def explainer_for(method, model, **kwargs):
+    return get_explainer(method, model, **CHEAP_OPTIONS.get(method, {}), **kwargs)
+
+
 #: methods that run the model 50 times an image (captum's IG steps, SmoothGrad samples): their
 #: variant sweep takes 5-20 s a variant on the test machine and 100-150 s on the 24x24 ViT-B, so
 #: it is marked slow; their batch, target and precision contracts below run on every run
@@ -81,7 +93,7 @@ def test_on_every_model_variant(method, variant):
     before = model_state(model)
     with torch.no_grad():
         logits = model(images)
-    predictions, maps = get_explainer(method, model).explain(images)
+    predictions, maps = explainer_for(method, model).explain(images)
     assert predictions.shape == (batch,) and predictions.dtype == torch.long
     assert ((predictions >= 0) & (predictions < logits.shape[1])).all()
     assert maps.shape == expected_shape(method, model, batch)
@@ -92,7 +104,7 @@ def test_on_every_model_variant(method, variant):
 @pytest.mark.parametrize("method", METHODS)
 def test_a_batch_explains_each_image_as_alone(method, golden_model64, golden_inputs,
                                               golden_reference):
-    explainer = get_explainer(method, golden_model64)
+    explainer = explainer_for(method, golden_model64)
     inputs = golden_inputs.double()
     targets = torch.from_numpy(golden_reference["class_specific_targets"])
     predictions, batched = explainer.explain(inputs, targets)
@@ -108,7 +120,7 @@ def test_targets_and_model_hygiene_on_the_golden_model(method, golden_model, gol
     before = model_state(golden_model)
     with torch.no_grad():
         logits = golden_model(images)
-    explainer = get_explainer(method, golden_model)
+    explainer = explainer_for(method, golden_model)
     predictions, maps = explainer.explain(images)
     _, same = explainer.explain(images, predictions)
     assert torch.equal(same, maps)                    # None means the predicted class
@@ -139,17 +151,17 @@ def test_precisions_are_run_or_refused_with_a_reason(method, golden_model, golde
     cls = method_class(method)
     for precision in PRECISIONS:
         if precision in cls.precisions:
-            predictions, maps = get_explainer(method, golden_model, precision=precision).explain(
+            predictions, maps = explainer_for(method, golden_model, precision=precision).explain(
                 golden_inputs[:2])
             assert maps.dtype == torch.float32 and torch.isfinite(maps).all(), precision
         else:
             with pytest.raises(ValueError, match=f"cannot run at precision {precision}: "
                                                  f"{cls.refusal[:20]}"):
-                get_explainer(method, golden_model, precision=precision)
+                explainer_for(method, golden_model, precision=precision)
 
 
 def test_a_caller_model_in_float64_gives_float64_maps(golden_model64, golden_inputs):
     model = copy.deepcopy(golden_model64)
     for method in METHODS:
-        _, maps = get_explainer(method, model).explain(golden_inputs[:1].double())
+        _, maps = explainer_for(method, model).explain(golden_inputs[:1].double())
         assert maps.dtype == torch.float64, method
