@@ -55,7 +55,7 @@ def server():
     engine = Engine()
     engine.model(ModelSpec())                    # loaded before the first click, as agcam app
     out = tempfile.mkdtemp(prefix="agcam-app-test-")
-    page = serve(engine, "127.0.0.1", None, out_dir=out, block=False)
+    page = serve(engine, "127.0.0.1", None, out_dir=out)
     yield engine, page.local_url
     page.close()
     shutil.rmtree(out, ignore_errors=True)

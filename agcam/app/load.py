@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     print(f"model {args.model}{' (random weights)' if args.random else ''}: loaded in "
           f"{time.perf_counter() - start:.2f} s; methods {' '.join(args.methods)}; "
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs", flush=True)
-    page = serve(engine, "127.0.0.1", None, block=False)
+    page = serve(engine, "127.0.0.1", None)
     try:
         rss_before, loads = rss_mb(), engine.counts["model_loads"]
         command = [sys.executable, "-m", "agcam.app.load", "--client", page.local_url,

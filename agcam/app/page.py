@@ -244,10 +244,10 @@ def _progress(progress):
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: Optional[int] = None,
           samples_dir: Optional[str] = None, out_dir: Optional[str] = None,
-          default_model: str = DEFAULT_MODEL, block: bool = True):
-    """Build the page and serve it on ``host:port`` (``port`` ``None``: Gradio's first free one
-    from 7860). With ``block`` false it returns the running :class:`gradio.Blocks` (its
-    ``local_url``; stop it with ``close()``)."""
+          default_model: str = DEFAULT_MODEL):
+    """Build the page and start serving it on ``host:port`` (``port`` ``None``: Gradio's first
+    free one from 7860) in a thread; returns the running :class:`gradio.Blocks` (its
+    ``local_url``; ``block_thread()`` waits until Ctrl+C, ``close()`` stops it)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from agcam.app.engine import SAMPLES_DIR
     samples_dir = samples_dir or SAMPLES_DIR
@@ -255,7 +255,7 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: Optional[int] = None,
     page = Page(engine, list_samples(samples_dir), out_dir, default_model).build()
     page.queue(default_concurrency_limit=1)
     allowed = [d for d in (samples_dir, out_dir) if d]
-    page.launch(server_name=host, server_port=port, prevent_thread_lock=not block,
-                allowed_paths=allowed, max_file_size=MAX_UPLOAD, quiet=not block,
+    page.launch(server_name=host, server_port=port, prevent_thread_lock=True,
+                allowed_paths=allowed, max_file_size=MAX_UPLOAD, quiet=True,
                 footer_links=[], css=CSS)
     return page

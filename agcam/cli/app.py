@@ -56,11 +56,12 @@ def main(args: argparse.Namespace) -> int:
         loaded = engine.model(ModelSpec(args.model))
     except AppError as exc:     # "model X: ..." / "checkpoint X: ...", named as the flag
         raise UsageError(f"--{exc}" if str(exc).startswith("model ") else str(exc)) from None
-    print(f"loaded {args.model} in {loaded.seconds:.1f} s; serving on http://{args.host}:"
-          f"{args.port} (Ctrl+C stops)", flush=True)
     try:
-        serve(engine, args.host, args.port, args.samples, args.out, args.model, block=True)
+        page = serve(engine, args.host, args.port, args.samples, args.out, args.model)
     except OSError as exc:
         raise UsageError(f"--host {args.host} --port {args.port}: cannot serve there "
                          f"({exc})") from None
+    print(f"loaded {args.model} in {loaded.seconds:.1f} s; serving on {page.local_url} "
+          "(Ctrl+C stops)", flush=True)
+    page.block_thread()
     return 0
