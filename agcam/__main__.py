@@ -30,7 +30,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                    "batched ABPC against the released one-image loop, side by side"),
     "bench-perturbation": ("agcam.cli.bench_perturbation",
                            "batched perturbation tests against a one-image loop, side by side"),
-    "bench-startup": ("agcam.bench.startup",
+    "bench-startup": ("agcam.cli.bench_startup",
                       "start-up time of every script and command: --help and a usage error"),
     "finetune": ("agcam.cli.finetune", "fine-tune the paper's ViT on Pascal VOC or CUB-200"),
     "convert": ("agcam.cli.convert", "a Hugging Face checkpoint as a timm checkpoint"),

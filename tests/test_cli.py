@@ -46,6 +46,7 @@ MAY_DIFFER = {
     "--lr": ({"default"}, "each training recipe's own learning rate"),
     "--weight_decay": ({"default"}, "each training recipe's own weight decay"),
     "--repeats": ({"default"}, "each benchmark's own number of repeats"),
+    "--images": ({"default"}, "each benchmark's own number of images"),
     "--data_root": ({"default", "help"}, "each data set's own layout (an ILSVRC root, "
                     "gtsegs_ijcv.mat, VOCdevkit, CUB_200_2011)"),
     "--csv": ({"help"}, "what a scoring script writes is its own (the help names the file)"),

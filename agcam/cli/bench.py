@@ -19,6 +19,7 @@ from agcam.cli.common import (
     add_method_arg,
     add_model_args,
     add_precision_arg,
+    add_repeats_arg,
     add_threads_arg,
     resolve_device,
     resolve_methods,
@@ -46,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8],
                         help="the batch sizes timed (default: 1 8)")
     add_method_arg(parser, default=("all",))
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="runs of each case; the median is reported (default: 5)")
+    add_repeats_arg(parser, 5)
     add_precision_arg(parser)
     parser.add_argument("--abpc_images", type=int, default=8,
                         help="images for the ABPC benchmark, 0 skips it (default: 8)")

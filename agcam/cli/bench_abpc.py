@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 
 from agcam.cli.bench import add_bench_model_args, resolve_bench_device
-from agcam.cli.common import add_batch_size_arg
+from agcam.cli.common import add_batch_size_arg, add_images_arg, add_repeats_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_bench_model_args(parser)
-    parser.add_argument("--images", type=int, default=8,
-                        help="random images timed (default: 8)")
+    add_images_arg(parser, 8)
     add_batch_size_arg(parser, 8)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs of each case; the median is reported (default: 1)")
+    add_repeats_arg(parser, 1)
     parser.add_argument("--baseline_images", type=int, default=2,
                         help="images the released loop is timed on (default: 2)")
     return parser

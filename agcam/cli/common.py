@@ -151,6 +151,18 @@ def add_perturbation_args(parser: argparse.ArgumentParser) -> None:
                              "rows, RISE's 224 * 8 for 224-pixel inputs)")
 
 
+def add_repeats_arg(parser: argparse.ArgumentParser, default: int) -> None:
+    """A benchmark's ``--repeats``: the median of that many turns is reported."""
+    parser.add_argument("--repeats", type=int, default=default,
+                        help=f"turns of each case; the median is reported (default: {default})")
+
+
+def add_images_arg(parser: argparse.ArgumentParser, default: int) -> None:
+    """A benchmark's ``--images``: how many images it times."""
+    parser.add_argument("--images", type=int, default=default,
+                        help=f"images timed (default: {default})")
+
+
 def add_seed_arg(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default,
                         help=f"random seed (default: {default})")

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from agcam.cli.common import add_repeats_arg
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = ("localization.py", "save_h5.py", "ABPC.py", "perturbation.py", "segmentation.py")
 #: a flag no parser has: the usage error each case is timed on
@@ -28,8 +30,7 @@ UNKNOWN_FLAG = "--no_such_flag"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="runs of each case; the median is reported (default: 5)")
+    add_repeats_arg(parser, 5)
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="another checkout of the project, timed in turns with this one")
     return parser
