@@ -181,7 +181,9 @@ def test_clip_prompts_explained_as_classes(engine):
     if not zero_shot_available():
         pytest.skip("agcam.zero_shot / models.clip are not in this version")
     from agcam.zero_shot import zero_shot
-    from models.clip import create_clip
+    from models.clip import LEARNT_CLIP_WEIGHTS, create_clip
+    if not os.path.isfile(LEARNT_CLIP_WEIGHTS):
+        pytest.skip(f"the learnt CLIP's weights are not here ({LEARNT_CLIP_WEIGHTS})")
     prompts = parse_prompts("a red striped shape, a yellow plain shape, a blue shape")
     assert prompts == ("a red striped shape", "a yellow plain shape", "a blue shape")
     assert parse_prompts("a cat, sitting\na dog\n\n") == ("a cat, sitting", "a dog")
