@@ -51,11 +51,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> str:
     """Every flag checked before anything heavy starts; returns the .mat file's path."""
-    from agcam.datasets.imagenet_seg import count_images, find_mat_file
-
     if args.dataset.lower().replace("-", "_") != DATASET:
         raise UsageError(f"--dataset {args.dataset}: segmentation.py runs Chefer's test on "
                          f"{DATASET} (ImageNet-Segmentation) only")
+    from agcam.datasets.imagenet_seg import count_images, find_mat_file
+
     check_run_args(args)
     if args.decode != "pil":
         raise UsageError(f"--decode {args.decode}: ImageNet-Segmentation's images are arrays in "
