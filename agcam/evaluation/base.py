@@ -23,10 +23,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 #: modules whose import registers the evaluations (found by name, as the method registry does)
 EVALUATION_MODULES = ("agcam.evaluation.localization", "agcam.evaluation.wsol",
                       "agcam.evaluation.abpc", "agcam.evaluation.perturbation",
-                      "agcam.evaluation.segmentation", "agcam.evaluation.pointing")
+                      "agcam.evaluation.segmentation", "agcam.evaluation.pointing",
+                      "agcam.evaluation.completeness")
 #: the order of ``--eval all`` and of the report's tables
 EVALUATION_ORDER = ("localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
-                    "deletion", "segmentation", "pointing")
+                    "deletion", "segmentation", "pointing", "completeness")
 EVALUATIONS: Dict[str, type] = {}
 _loaded = False
 
