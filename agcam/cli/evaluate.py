@@ -26,7 +26,7 @@ from agcam.cli.common import (
 
 #: the evaluations, for --help without importing them (checked against the registry by a test)
 EVALUATION_NAMES = ("localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
-                    "deletion", "segmentation", "pointing", "completeness")
+                    "deletion", "segmentation", "pointing", "completeness", "saco")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
