@@ -13,6 +13,7 @@ from baselines.attnlrp import CPLRP, AttnLRP, AttnLRPError
 from baselines.beyond_intuition import BeyondIntuitionHeadWise, BeyondIntuitionTokenWise
 from baselines.floors import CentredBox, RandomMap
 from baselines.gae import GenericAttentionExplainability
+from baselines.grad_eclip import GradECLIP
 from baselines.gradcam import AttentionGradCAM, GradCAMError, TokenGradCAM
 from baselines.input_gradients import (
     InputXGradientExplainer,
@@ -20,6 +21,7 @@ from baselines.input_gradients import (
     SmoothGradExplainer,
 )
 from baselines.legrad import LeGrad
+from baselines.legrad_clip import LeGradCLIP
 from baselines.libragrad import LibraGradError, LibraInputXGradient, LibraIntegratedGradients
 from baselines.lrp import LRPError, TransformerAttribution
 from baselines.rollout import Rollout
@@ -34,3 +36,5 @@ __all__ = ["CPLRP", "CentredBox", "RandomMap",
            "TransformerAttribution", "BeyondIntuitionHeadWise", "BeyondIntuitionTokenWise",
            "LibraGradError", "LibraInputXGradient", "LibraIntegratedGradients", "TokenTM",
            "TransitionAttentionMaps", "ViTCX"]
+# image-text scores (CLIP): LeGrad's official CLIP recipe and Grad-ECLIP
+__all__ += ["GradECLIP", "LeGradCLIP"]
