@@ -17,11 +17,9 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
-    dataset_from_args,
     script_entry,
-    start_run,
 )
-from agcam.cli.stores import add_store_args, check_model, open_checked_stores, scored_indices
+from agcam.cli.stores import add_store_args, score_stores, scored_indices
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,31 +33,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agcam import distributed
+    def table(summaries):
+        if len(args.methods) == 1:
+            return []
+        from agcam.evaluation.abpc import table_lines
+        return table_lines(summaries)
 
-    stores = open_checked_stores(args)
-    try:
-        spec = dataset_from_args(args)
-        ctx, model = start_run(args, spec)
-        try:
-            for store in stores:
-                check_model(store, model, args)
-            summaries = []
-            for method, store in zip(args.methods, stores):
-                summary = evaluate_store(store, method, spec, model, ctx, args,
-                                         verbose=len(args.methods) == 1)
-                if summary is not None:
-                    summaries.append(summary)
-            if ctx.is_main and len(args.methods) > 1:
-                from agcam.evaluation.abpc import table_lines
-                for line in table_lines(summaries):
-                    print(line, flush=True)
-            return 0
-        finally:
-            distributed.cleanup(ctx)
-    finally:
-        for store in stores:
-            store.close()
+    return score_stores(args, lambda store, method, spec, model, ctx: evaluate_store(
+        store, method, spec, model, ctx, args, verbose=len(args.methods) == 1), table)
 
 
 def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespace,

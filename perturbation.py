@@ -22,9 +22,7 @@ import sys
 from agcam.cli.common import (
     UsageError,
     add_perturbation_args,
-    dataset_from_args,
     script_entry,
-    start_run,
 )
 from agcam.cli.stores import add_store_args, scored_indices
 from agcam.evaluation.names import NEEDED_TARGET, TESTS
@@ -69,36 +67,18 @@ def check_target(store, tests) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from agcam import distributed
-    from agcam.cli.stores import check_model, open_checked_stores
+    from agcam.cli.stores import score_stores
 
     check_tests(args)
-    stores = open_checked_stores(args, target=None, script="perturbation.py")  # per test below
-    try:
-        targets = [check_target(store, args.test) for store in stores]
-        spec = dataset_from_args(args)
-        ctx, model = start_run(args, spec)
-        try:
-            for store in stores:
-                check_model(store, model, args)
-            summaries = []
-            for method, store, target in zip(args.methods, stores, targets):
-                summary = evaluate_store(store, method, target, spec, model, ctx, args)
-                if summary is not None:
-                    summaries.append(summary)
-            if ctx.is_main:
-                from agcam.evaluation.perturbation import table_lines
-                for test in args.test:
-                    print()
-                    for line in table_lines(summaries, test):
-                        print(line)
-                sys.stdout.flush()
-            return 0
-        finally:
-            distributed.cleanup(ctx)
-    finally:
-        for store in stores:
-            store.close()
+
+    def table(summaries):
+        from agcam.evaluation.perturbation import table_lines
+        return [line for test in args.test for line in ["", *table_lines(summaries, test)]]
+
+    return score_stores(args, lambda store, method, spec, model, ctx: evaluate_store(
+        store, method, check_target(store, args.test), spec, model, ctx, args), table,
+        target=None, script="perturbation.py",   # the target is checked per test
+        check=lambda store: check_target(store, args.test))
 
 
 def evaluate_store(store, method: str, target: str, spec, model, ctx,

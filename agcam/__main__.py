@@ -30,6 +30,10 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                    "batched ABPC against the released one-image loop, side by side"),
     "bench-perturbation": ("agcam.cli.bench_perturbation",
                            "batched perturbation tests against a one-image loop, side by side"),
+    "bench-evaluate": ("agcam.cli.bench_evaluate",
+                       "agcam evaluate against the six separate runs, side by side"),
+    "bench-lrp": ("agcam.bench.lrp",
+                  "LRP against its forward pass, an older LRP or the released save_h5.py"),
     "bench-startup": ("agcam.cli.bench_startup",
                       "start-up time of every script and command: --help and a usage error"),
     "finetune": ("agcam.cli.finetune", "fine-tune the paper's ViT on Pascal VOC or CUB-200"),
@@ -39,6 +43,10 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                        "write the synthetic held-out set (boxes right by construction)"),
     "train-learnt": ("agcam.cli.train_learnt",
                      "train vit_agcam_learnt on the synthetic shapes (CPU, seeded)"),
+    "study": ("agcam.cli.study",
+              "every method and two floors on the learnt model: one table"),
+    "figures": ("agcam.cli.figures",
+                "redraw every committed figure and the learnt-model page"),
 }
 
 

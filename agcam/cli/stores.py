@@ -21,6 +21,7 @@ from agcam.cli.common import (
     check_at_least,
     dataset_from_args,
     resolve_methods,
+    start_run,
     str2bool,
     typed,
 )
@@ -182,3 +183,38 @@ def check_model(store, model, args: argparse.Namespace) -> None:
                                  and np.allclose(meta.std, geometry.std)):
         print(f"warning: {store.path} was written with mean {meta.mean} / std {meta.std}; the "
               f"model normalises with {geometry.mean} / {geometry.std}", file=sys.stderr)
+
+
+def score_stores(args: argparse.Namespace, score, table, target: Optional[str] = "label",
+                 script: str = "ABPC", check=None) -> int:
+    """The outline every scoring script shares: open and check the stores the flags name
+    (``check(store)``: the script's own check, e.g. the target a test needs, before the model
+    is made), start the run (torchrun, model), check each store against the model, score each
+    store (``score(store, method, spec, model, ctx)``: the summary on rank 0, ``None``
+    elsewhere), then print ``table(summaries)`` on rank 0."""
+    from agcam import distributed
+
+    stores = open_checked_stores(args, target=target, script=script)
+    try:
+        for store in stores:
+            if check is not None:
+                check(store)
+        spec = dataset_from_args(args)
+        ctx, model = start_run(args, spec)
+        try:
+            for store in stores:
+                check_model(store, model, args)
+            summaries = [summary for summary in
+                         (score(store, method, spec, model, ctx)
+                          for method, store in zip(args.methods, stores))
+                         if summary is not None]
+            if ctx.is_main:
+                for line in table(summaries):
+                    print(line)
+                sys.stdout.flush()
+            return 0
+        finally:
+            distributed.cleanup(ctx)
+    finally:
+        for store in stores:
+            store.close()

@@ -413,8 +413,20 @@ def run(config: RunConfig, model, ctx=None, log=print) -> Optional[Dict[str, Any
     if not evaluations:
         raise UsageError(f"--eval {' '.join(config.evaluations)}: none applies to --dataset "
                          f"{source.name} ({'; '.join(sorted(set(skipped.values())))})")
-    explainers = {m: get_explainer(m, model, precision=config.precision)
-                  for m in config.methods}
+    explainers, refused = {}, {}
+    for method in config.methods:
+        try:
+            explainers[method] = get_explainer(method, model, precision=config.precision)
+        except ValueError as exc:   # a method that refuses the model (e.g. a CLIP-only one)
+            refused[method] = str(exc).splitlines()[0]
+    if not explainers:
+        raise UsageError(f"--method {' '.join(config.methods)}: every method refuses the model "
+                         f"({'; '.join(refused.values())})")
+    if refused and ctx.is_main:
+        for method, reason in refused.items():
+            log(f"warning: {method} is left out: {reason}")
+    config = RunConfig(**{**asdict(config), "methods": list(explainers)})
+    config.refused = refused
     first = explainers[config.methods[0]]
     model = first.model          # a converted model (Hugging Face) is converted once
     geometry, device = first.geometry, first.device
@@ -649,7 +661,7 @@ def evaluate(model="vit_agcam_learnt", methods="all", evals="all", dataset: str 
     """
     import torch
 
-    from agcam.cli.common import resolve_methods
+    from agcam.runtime import resolve_methods
     from models.vit import create_model, file_digest
 
     if isinstance(model, str):

@@ -16,6 +16,7 @@ them out.
 - ``evaluations``: per evaluation ``name``, ``label``, ``target`` (the class its maps explain),
   ``convention`` (one line), ``columns`` (``key``, ``label``, ``higher_is_better``);
 - ``skipped_evaluations``: name -> why it does not apply to the data set;
+- ``refused_methods``: name -> why the method refuses the model (left out of the run);
 - ``results``: method -> evaluation -> its summary (the columns' keys among others; curves
   as lists);
 - ``time``: ``predict_seconds`` (the one shared prediction), ``methods_seconds``;

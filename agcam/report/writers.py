@@ -69,6 +69,7 @@ def build_results(config, source, evaluations, skipped: Dict[str, str],
                                       "higher_is_better": c.higher_is_better}
                                      for c in ev.columns]} for ev in evaluations],
         "skipped_evaluations": skipped,
+        "refused_methods": getattr(config, "refused", {}),
         "results": summaries,
         "time": {"predict_seconds": predict_seconds,
                  "methods_seconds": sum(seconds.values())},
@@ -148,6 +149,8 @@ def markdown_lines(results: Dict[str, Any]) -> List[str]:
              f"({results['records_bytes_per_image']:,.0f} per image)", ""]
     for name, reason in results["skipped_evaluations"].items():
         lines.append(f"- not run: {name} ({reason})")
+    for name, reason in results.get("refused_methods", {}).items():
+        lines.append(f"- method not run: {name} ({reason})")
     for evaluation in results["evaluations"]:
         rows = table_rows(results, evaluation)
         best = best_methods(results, evaluation)
@@ -318,6 +321,8 @@ def html_page(out: str, results: Dict[str, Any]) -> str:
                          f"src='data:image/png;base64,{figures[evaluation['name']]}'>")
     for name, reason in results["skipped_evaluations"].items():
         parts.append(f"<p class='conv'>not run: {esc(name)} ({esc(reason)})</p>")
+    for name, reason in results.get("refused_methods", {}).items():
+        parts.append(f"<p class='conv'>method not run: {esc(name)} ({esc(reason)})</p>")
     grid = examples_figure(out, results)
     if grid is not None:
         parts.append("<h2>Example maps (predicted class)</h2>"
