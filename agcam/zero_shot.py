@@ -58,7 +58,7 @@ def zero_shot(model: Any, prompts: Sequence[str], templates: Optional[Sequence[s
 
     The result carries ``label_names`` (the prompts), ``num_classes`` and ``prompts``.
     """
-    from models.clip import ZeroShotHead, as_image_text
+    from models.clip import as_image_text
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = [str(p) for p in prompts]
@@ -66,15 +66,28 @@ def zero_shot(model: Any, prompts: Sequence[str], templates: Optional[Sequence[s
         raise ValueError("zero_shot needs at least one prompt")
     clip = as_image_text(model)
     text = prompt_embeddings(clip, prompts, templates)
-    classifier = copy.deepcopy(clip.visual).eval()
-    bias = clip.logit_bias
-    classifier.head = ZeroShotHead(classifier.head, (clip.logit_scale * text).to(text.dtype),
-                                   None if bias is None else bias.detach())
-    classifier.num_classes = len(prompts)
-    classifier.label_names = list(prompts)
-    classifier.prompts = list(prompts)
+    return classifier_from_embeddings(clip.visual, text, clip.logit_scale, clip.logit_bias,
+                                      prompts)
+
+
+def classifier_from_embeddings(visual, text, logit_scale, logit_bias=None,
+                               labels: Optional[Sequence[str]] = None):
+    """The zero-shot classifier of an image tower (a timm ViT whose head is the projection) and
+    ``[P, E]`` normalised text embeddings: a copy of the tower with a
+    :class:`models.clip.ZeroShotHead` (``logit_scale * text``, the bias added)."""
+    import torch
+
+    from models.clip import ZeroShotHead
+    classifier = copy.deepcopy(visual)
+    scale = torch.as_tensor(logit_scale, dtype=text.dtype, device=text.device)
+    bias = None if logit_bias is None else torch.as_tensor(logit_bias).detach()
+    classifier.head = ZeroShotHead(classifier.head, (scale * text).detach(), bias)
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(text))]
+    classifier.num_classes = len(text)
+    classifier.label_names = labels
+    classifier.prompts = labels
     cfg = dict(getattr(classifier, "pretrained_cfg", None) or {})
-    classifier.pretrained_cfg = dict(cfg, num_classes=len(prompts), label_names=list(prompts))
+    classifier.pretrained_cfg = dict(cfg, num_classes=len(text), label_names=labels)
     return classifier.eval()
 
 
