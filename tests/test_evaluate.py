@@ -102,7 +102,7 @@ def test_report_files_and_schema(runs):
     assert all(m["seconds"] > 0 for m in results["methods"])
     names = [e["name"] for e in results["evaluations"]]
     assert names == ["localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
-                     "deletion"]
+                     "deletion", "pointing", "completeness", "saco"]
     assert results["skipped_evaluations"] == {"segmentation": "the ilsvrc data set has no masks"}
     assert results["records_bytes"] > 0 and {"torch", "timm"} <= set(results["versions"])
     for name in names:

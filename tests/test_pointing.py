@@ -67,7 +67,7 @@ def test_tam_scores_equal_tams_energy_point_game():
         ours = np.array([r[f"tam_{key}"] for r in records])
         assert np.abs(ours - ref[key]).max() < 1e-12, key
     summary = evaluation.summarize(records, {})
-    assert summary["images"] == len(records)
+    assert summary["num_images"] == len(records)
     assert summary["tam_f1"] == pytest.approx(float(np.mean(ref["f1"])), abs=1e-12)
     assert 0 <= summary["pointing"] <= 100 and 0 <= summary["energy"] <= 1
 

@@ -56,7 +56,7 @@ class Completeness(Evaluation):
 
     def summarize(self, records, context) -> Dict[str, Any]:
         method = context.get("method", "")
-        summary: Dict[str, Any] = {"images": len(records), "claims": CLAIMS.get(method, "")}
+        summary: Dict[str, Any] = {"num_images": len(records), "claims": CLAIMS.get(method, "")}
         if not records:
             return summary
         sums = np.array([r["sum"] for r in records])

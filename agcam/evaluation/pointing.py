@@ -108,8 +108,8 @@ class PointingGame(Evaluation):
 
     def summarize(self, records, context) -> Dict[str, Any]:
         if not records:
-            return {"images": 0}
-        summary = {"images": len(records),
+            return {"num_images": 0}
+        summary = {"num_images": len(records),
                    "pointing": 100.0 * sum(r["hit"] for r in records) / len(records)}
         for key in ("energy", "tam_precision", "tam_recall", "tam_f1"):
             summary[key] = float(np.mean([r[key] for r in records]))

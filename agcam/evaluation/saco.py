@@ -101,5 +101,5 @@ class SaCo(Evaluation):
     def summarize(self, records, context) -> Dict[str, Any]:
         values = np.array([r["saco"] for r in records], dtype=np.float64)
         defined = values[~np.isnan(values)]
-        return {"images": len(records), "undefined": int(np.isnan(values).sum()),
+        return {"num_images": len(records), "undefined": int(np.isnan(values).sum()),
                 "saco": float(defined.mean()) if len(defined) else float("nan")}
