@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from agcam.cli.common import add_batch_size_arg, add_method_arg, add_model_args
+from agcam.cli.common import (
+    add_batch_size_arg,
+    add_dataset_arg,
+    add_images_arg,
+    add_method_arg,
+    add_model_args,
+    add_repeats_arg,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEGMENTATION_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "imagenet_seg", "gtsegs_ijcv.mat")
@@ -23,19 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_method_arg(parser, default=["agcam", "rollout", "lrp"])
     add_model_args(parser, default="vit_agcam_learnt",
                    default_text="vit_agcam_learnt, offline")
-    parser.add_argument("--dataset", default="synthetic",
-                        help="data set (default: synthetic, the learnt model's held-out set)")
+    add_dataset_arg(parser, default="synthetic",
+                    default_text="synthetic, the learnt model's held-out set")
     parser.add_argument("--data_root", default=os.path.join(ROOT, "samples", "synthetic",
                                                             "ILSVRC"),
                         help="its folder (default: samples/synthetic/ILSVRC)")
     parser.add_argument("--seg_root", default=SEGMENTATION_FIXTURE,
                         help="ImageNet-Segmentation's gtsegs_ijcv.mat (default: the test "
                              "fixture); 'none' leaves segmentation out of both sides")
-    parser.add_argument("--images", type=int, default=16,
-                        help="the first N images of each data set (default: 16)")
+    add_images_arg(parser, 16)
     add_batch_size_arg(parser, 16)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="turns of each side; the median is reported (default: 1)")
+    add_repeats_arg(parser, 1)
     return parser
 
 

@@ -18,8 +18,11 @@ import os
 from agcam.cli.common import (
     UsageError,
     add_dataset_args,
+    add_maxboxacc_step_arg,
     add_method_arg,
     add_model_args,
+    add_out_arg,
+    add_perturbation_args,
     add_run_args,
     check_run_args,
 )
@@ -40,21 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "gtsegs_ijcv.mat, or the file)")
     add_model_args(parser)
     add_run_args(parser)
-    parser.add_argument("--out", default="evaluation", metavar="DIR",
-                        help="folder of the report (results.json, CSVs, report.md, "
-                             "report.html) and of the run's records (default: evaluation)")
+    add_out_arg(parser, "the report (results.json, a CSV per evaluation, report.md, "
+                "report.html) and the run's records, which a rerun resumes from",
+                default="evaluation")
     parser.add_argument("--score_batch_size", type=int, default=64,
                         help="perturbed images per forward pass of the re-scoring evaluations "
                              "(default: 64)")
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.5],
-                        help="localization threshold(s) on the [0, 1] heatmap (default: 0.5)")
-    parser.add_argument("--maxboxacc_step", type=float, default=0.01,
-                        help="threshold step of MaxBoxAcc: 0.01 (default) or 0.001")
-    parser.add_argument("--auc", default="sklearn_0_1",
-                        help="AUC convention of Chefer's tests: sklearn_0_1 (default) or "
-                             "trapezoid_0.1_0.9")
-    parser.add_argument("--rise_step", type=int, default=None,
-                        help="pixels changed per insertion/deletion step (default: eight rows)")
+                        help="threshold(s) on the [0, 1] heatmap, e.g. 0.5 or 0.3 0.5 0.7 "
+                             "(default: 0.5)")
+    add_maxboxacc_step_arg(parser)
+    add_perturbation_args(parser)
 
 
 def check_args(args: argparse.Namespace) -> None:
