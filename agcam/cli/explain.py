@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, metavar="CLASS",
                         help="class to explain instead of the predicted one: an index (281), a "
                              "wnid (n02123045) or an ImageNet name (tabby)")
+    parser.add_argument("--text", nargs="+", default=None, metavar="PROMPT",
+                        help="explain text prompts with an image-text model (--model hf:<CLIP "
+                             "repo>, open_clip:<arch>/<pretrained>, clip_agcam_learnt): one PNG "
+                             "per prompt and method, titled with the prompt and its probability")
     add_out_arg(parser, "a folder for the PNG files", default="explanations")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="heatmap threshold of the boxes, in [0, 1] (default: 0.5)")
@@ -88,6 +92,9 @@ def main(args: argparse.Namespace) -> int:
     check_at_least(args, "batch_size")
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold}: must be in [0, 1]")
+    if getattr(args, "text", None):
+        from agcam.cli.explain_text import explain_prompts
+        return explain_prompts(args, output_names(list(args.images)))
     methods = resolve_methods(args.method, args.precision, typed(args, "method"))
     import torch
     from tqdm import tqdm
