@@ -62,7 +62,7 @@ machine's kernels; ``tests/test_baselines.py`` says what is reproduced here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,24 +86,48 @@ class LRPError(RuntimeError):
 
 # -- relevance rules ------------------------------------------------------------------------------
 # Each rule gives the same floats as the released code (up to the sign of zeros) in fewer passes
-# over memory: the released multiplications by 0/1 masks become masked fills, products are formed
-# in place, and the released autograd calls become the matrix products they compute.
+# over memory: the released multiplications by 0/1 masks become masked fills, made only where one
+# read of the denominator (its smallest magnitude) says a masked value can be there; quotients and
+# products are formed in place, the weights' positive and negative parts are kept between calls
+# (TransformerAttribution.split), and the released autograd calls become the matrix products they
+# compute.
 def safe_divide(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The released ``safe_divide``: ``a / (b + 1e-9)`` where ``b != 0``, else 0.
 
     (The released helper also replaces a zero denominator, ``b == -1e-9``, by ``1e-9``.)
     """
     den = b + 1e-9
-    zero_den = den == 0
-    if bool(zero_den.any()):             # rare: released den + (den == 0) * 1e-9
-        den.masked_fill_(zero_den, 1e-9)
-    return _zero_where(torch.div(a, den), b == 0)
+    if _has_special(b):
+        zero_den = den == 0
+        if bool(zero_den.any()):         # rare: released den + (den == 0) * 1e-9
+            den.masked_fill_(zero_den, 1e-9)
+        return _zero_where(torch.div(a, den), b == 0)
+    return _divide_into(a, den)
+
+
+def _divide_into(a: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``a / den``, written into ``den`` (a temporary of the caller's) when the shapes allow."""
+    if den.shape == a.shape and den.dtype == a.dtype:
+        return torch.div(a, den, out=den)
+    return torch.div(a, den)
+
+
+def _has_special(b: torch.Tensor) -> bool:
+    """Whether ``b`` may hold a 0 or a ``-1e-9`` (``b + 1e-9 == 0``), the two values that need
+    the released masks: one read of ``b`` (``min |b|``) instead of two comparisons and two scans.
+
+    ``min |b| > 2e-9`` rules both out (then ``|b + 1e-9| > 1e-9`` in exact arithmetic, which
+    rounding cannot bring to 0); a NaN compares False and takes the masked path.
+    """
+    return not bool(torch.linalg.vector_norm(b, ord=float("-inf")) > 2e-9)
 
 
 def _safe_divide_nonnegative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """:func:`safe_divide` for ``b >= 0`` (``b + 1e-9`` is then never 0); ``b`` is overwritten."""
-    zero = b == 0
-    return _zero_where(torch.div(a, b.add_(1e-9)), zero)
+    # min(b) == 0 is one read of b; the mask is made only when a zero is there.
+    mask = b == 0 if b.numel() and bool(b.amin() == 0) else None
+    out = _divide_into(a, b.add_(1e-9))
+    return out if mask is None else out.masked_fill_(mask, 0.0)
 
 
 def _zero_where(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +137,7 @@ def _zero_where(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def split_weight(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(W+, W-)`` of a linear layer's ``[out, in]`` weight (made once per layer and call)."""
+    """``(W+, W-)`` of a linear layer's ``[out, in]`` weight."""
     return weight.clamp(min=0), weight.clamp(max=0)
 
 
@@ -157,9 +181,11 @@ def branch_relevance(R_skip: torch.Tensor, R_branch: torch.Tensor, x: torch.Tens
     """``x`` feeds the skip and the branch of a residual:
     ``R_x = x * (safe(R_skip, x) + safe(R_branch, x))``."""
     den = x + 1e-9
-    den.masked_fill_(den == 0, 1e-9)
-    out = torch.div(R_skip, den).add_(torch.div(R_branch, den))
-    return out.masked_fill_(x == 0, 0.0).mul_(x)
+    special = _has_special(x)
+    if special:
+        den.masked_fill_(den == 0, 1e-9)
+    out = torch.div(R_skip, den).add_(_divide_into(R_branch, den))
+    return (out.masked_fill_(x == 0, 0.0) if special else out).mul_(x)
 
 
 # -- the forward pass -----------------------------------------------------------------------------
@@ -255,6 +281,23 @@ class TransformerAttribution(Explainer):
             raise ValueError(f"final_norm_eps must be one of {FINAL_NORM_EPS}, "
                              f"got {final_norm_eps!r}")
         self.final_norm_eps = final_norm_eps
+        # id(linear) -> (its weight as split, that weight's version, (W+, W-)): see split()
+        self._split_weights: Dict[int, Tuple[torch.Tensor, int, Tuple[torch.Tensor, ...]]] = {}
+
+    def split(self, linear: nn.Linear) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:func:`split_weight` of ``linear.weight``, made once and kept while the weight is the
+        same tensor with the same version counter (an in-place update, a new ``.data``, another
+        device or dtype remake it; the kept reference holds its storage, so no other weight can
+        take its address). Costs the weights' memory twice over; saves two passes over every
+        weight per call, the larger share of the rules' memory traffic at small batches."""
+        weight = linear.weight.detach()
+        cached = self._split_weights.get(id(linear))
+        if cached is None or cached[1] != weight._version or \
+                cached[0].data_ptr() != weight.data_ptr() or cached[0].dtype != weight.dtype or \
+                cached[0].shape != weight.shape or cached[0].device != weight.device:
+            cached = (weight, weight._version, split_weight(weight))
+            self._split_weights[id(linear)] = cached
+        return cached[2]
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         """The model's final norm, with the released ``eps=1e-5`` unless ``final_norm_eps="model"``
@@ -300,7 +343,7 @@ class TransformerAttribution(Explainer):
             head_relevance = list(residual_relevance(one_hot, *halves))
         R = torch.zeros_like(tokens)
         for index, (head, X, R_out) in enumerate(zip(heads, head_inputs, head_relevance)):
-            R_pooled = linear_relevance(R_out, X, split_weight(head.weight))
+            R_pooled = linear_relevance(R_out, X, self.split(head))
             # fc_norm and head_drop pass relevance; pooling puts X0 * safe(R, X0) on its token.
             X0 = tokens[:, index]
             R[:, index] = X0 * safe_divide(R_pooled, X0)
@@ -315,12 +358,12 @@ class TransformerAttribution(Explainer):
             H, d = blk.attn.num_heads, blk.attn.head_dim
             # second residual and the MLP (act, dropout, ls2, norms pass unchanged)
             R_skip, R_branch = residual_relevance(R, t.x_mid, t.mlp_branch, t.x_out)
-            R_branch = linear_relevance(R_branch, t.fc2_in, split_weight(blk.mlp.fc2.weight))
-            R_branch = linear_relevance(R_branch, t.h2, split_weight(blk.mlp.fc1.weight))
+            R_branch = linear_relevance(R_branch, t.fc2_in, self.split(blk.mlp.fc2))
+            R_branch = linear_relevance(R_branch, t.h2, self.split(blk.mlp.fc1))
             R = branch_relevance(R_skip, R_branch, t.x_mid)
             # first residual and the attention output projection
             R_skip, R_branch = residual_relevance(R, t.x_in[:, :M], t.attn_branch, t.x_mid)
-            R_branch = linear_relevance(R_branch, t.proj_in, split_weight(blk.attn.proj.weight))
+            R_branch = linear_relevance(R_branch, t.proj_in, self.split(blk.attn.proj))
             R_branch = R_branch.reshape(B, M, H, d).transpose(1, 2)    # b n (h d) -> b h n d
             # A @ V: z-rule on both operands, both halved
             S = safe_divide(R_branch, t.av)
@@ -337,7 +380,7 @@ class TransformerAttribution(Explainer):
             torch.mul(S @ t.k, t.q, out=R_q[:, :, :M]).div_(2)
             torch.mul(S.transpose(-2, -1) @ t.q, t.k, out=R_k).div_(2)
             R_branch = linear_relevance(R_qkv.reshape(B, N, 3 * H * d), t.h1,
-                                        split_weight(blk.attn.qkv.weight))
+                                        self.split(blk.attn.qkv))
             if M < N:
                 R_skip = torch.cat([R_skip, R_skip.new_zeros(B, N - M, R_skip.shape[2])], dim=1)
             R = branch_relevance(R_skip, R_branch, t.x_in)
