@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "build_transform",
-           "create_model", "get_explainer", "load_image", "method_label", "ordered_methods",
-           "register", "to_heatmap"]
+           "create_model", "evaluate", "get_explainer", "load_image", "method_label",
+           "ordered_methods", "register", "sample_image", "to_heatmap"]
 
 if TYPE_CHECKING:  # pragma: no cover - what static tools see
+    from agcam.evaluation.run import evaluate
     from agcam.explainer import Explainer, Explanation
     from agcam.maps import to_heatmap
     from agcam.method import AGCAM
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - what static tools see
         ordered_methods,
         register,
     )
+    from agcam.samples import sample_image
     from models.vit import build_transform, create_model, load_image
 
 
@@ -37,9 +39,10 @@ def __getattr__(name: str):
     """The public names, loaded together on the first use of any of them."""
     if name not in __all__:
         raise AttributeError(f"module 'agcam' has no attribute {name!r}")
-    from agcam import explainer, maps, method, registry
+    from agcam import explainer, maps, method, registry, samples
+    from agcam.evaluation import run
     from models import vit
-    for module in (explainer, maps, method, registry, vit):
+    for module in (explainer, maps, method, registry, samples, run, vit):
         for public in __all__:
             if hasattr(module, public):
                 globals()[public] = getattr(module, public)
