@@ -293,7 +293,11 @@ def html_page(out: str, results: Dict[str, Any]) -> str:
              f"({data['evaluated']} images)</h1>"]
     md = markdown_lines(results)
     header_end = md.index("") if "" in md else 0
-    parts.append("<ul>" + "".join(f"<li>{esc(line[2:])}</li>" for line in md[1:header_end + 6]
+    def code(text: str) -> str:   # Markdown `code` as <code>
+        pieces = esc(text).split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+    parts.append("<ul>" + "".join(f"<li>{code(line[2:])}</li>" for line in md[1:header_end + 6]
                                   if line.startswith("- ")) + "</ul>")
     figures = curve_figures(results)
     for evaluation in results["evaluations"]:
