@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 __all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "build_transform",
            "create_model", "evaluate", "get_explainer", "load_image", "method_label",
-           "ordered_methods", "register", "sample_image", "to_heatmap"]
+           "ordered_methods", "register", "sample_image", "to_heatmap", "zero_shot"]
 
 if TYPE_CHECKING:  # pragma: no cover - what static tools see
+    from agcam.clip import zero_shot
     from agcam.evaluation.run import evaluate
     from agcam.explainer import Explainer, Explanation
     from agcam.maps import to_heatmap
@@ -39,10 +40,10 @@ def __getattr__(name: str):
     """The public names, loaded together on the first use of any of them."""
     if name not in __all__:
         raise AttributeError(f"module 'agcam' has no attribute {name!r}")
-    from agcam import explainer, maps, method, registry, samples
+    from agcam import clip, explainer, maps, method, registry, samples
     from agcam.evaluation import run
     from models import vit
-    for module in (explainer, maps, method, registry, samples, run, vit):
+    for module in (explainer, maps, method, registry, samples, run, vit, clip):
         for public in __all__:
             if hasattr(module, public):
                 globals()[public] = getattr(module, public)

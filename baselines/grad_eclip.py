@@ -14,7 +14,7 @@ The authors recompute the last block's attention with one head over the full wid
 ``C^-1/2``, their ``attention_layer(q, k, v, 1)``) and take ``c`` from that forward; this is the
 default (``single_head=True``); ``single_head=False`` keeps the model's own heads, so ``c`` is the
 model's logit. The predictions are the model's own (its unmodified last block). ``c`` here is the
-classifier's logit: on a zero-shot head (:func:`agcam.zero_shot`) ``logit_scale`` times the
+classifier's logit: on a zero-shot head (:func:`agcam.clip.zero_shot`) ``logit_scale`` times the
 authors' cosine, so the map is ``logit_scale`` times theirs (their display min-max normalises).
 ``ksim=False`` drops the spatial weights (their "wo-ksim" variant). The authors' notebook
 (``grad_eclip_image.ipynb``) takes the cosine of the raw ``q`` and ``k``; their evaluation

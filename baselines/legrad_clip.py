@@ -9,7 +9,7 @@ with ``z^l`` the block's output tokens and ``A^l`` its post-softmax attention:
     map = sum_l E^l
 
 The mean is over every token (the class token included), ``ln_post`` is the final norm and
-``proj`` the projection: on a classifier from :func:`agcam.zero_shot`, the head reads the mean
+``proj`` the projection: on a classifier from :func:`agcam.clip.zero_shot`, the head reads the mean
 token exactly so (:func:`baselines.legrad.block_scores`), and its logit is ``logit_scale`` times
 the official score (``t`` the normalised text embedding), so the raw map is ``logit_scale`` times
 the official one and the displayed (min-max normalised) maps are equal. The official code then

@@ -11,7 +11,7 @@
 
 ``model(images, prompts)`` is CLIP's ``logits_per_image``:
 ``logit_scale * normalize(visual(images)) @ normalize(encode_text(prompts)).T``.
-``agcam.zero_shot`` turns one into a classifier of prompts.
+``agcam.clip`` turns one into a classifier of prompts.
 
 Three families (:func:`create_clip`):
 

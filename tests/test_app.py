@@ -176,11 +176,11 @@ def test_command_line():
 
 def test_clip_prompts_explained_as_classes(engine):
     """Typed prompts make the zero-shot classifier of an image-text model (class i = prompt i);
-    the page's maps are get_explainer's on agcam.zero_shot's classifier."""
+    the page's maps are get_explainer's on agcam.clip's classifier."""
     from agcam.app.engine import parse_prompts, zero_shot_available
     if not zero_shot_available():
-        pytest.skip("agcam.zero_shot / models.clip are not in this version")
-    from agcam.zero_shot import zero_shot
+        pytest.skip("agcam.clip / models.clip are not in this version")
+    from agcam.clip import zero_shot
     from models.clip import LEARNT_CLIP_WEIGHTS, create_clip
     if not os.path.isfile(LEARNT_CLIP_WEIGHTS):
         pytest.skip(f"the learnt CLIP's weights are not here ({LEARNT_CLIP_WEIGHTS})")

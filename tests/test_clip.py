@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
+from agcam.clip import CLIP_TEMPLATES, load_prompts, prompt_embeddings, zero_shot
 from agcam.errors import UsageError
-from agcam.zero_shot import CLIP_TEMPLATES, load_prompts, prompt_embeddings, zero_shot
 from models.clip import (
     ClipError,
     ImageTextModel,

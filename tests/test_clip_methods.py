@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from agcam import get_explainer
-from agcam.zero_shot import classifier_from_embeddings
+from agcam.clip import classifier_from_embeddings
 from models.clip import convert_open_clip_visual
 from tests.fixtures.clip.make_tiny_clip import seeded_weights
 from tests.helpers import relative_error

@@ -132,10 +132,10 @@ def image_digest(image: Image.Image) -> str:
 
 
 def zero_shot_available() -> bool:
-    """Whether this version has the zero-shot head of image-text models (``agcam.zero_shot``,
+    """Whether this version has the zero-shot head of image-text models (``agcam.clip``,
     ``models.clip``)."""
     import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in ("agcam.zero_shot", "models.clip"))
+    return all(importlib.util.find_spec(m) is not None for m in ("agcam.clip", "models.clip"))
 
 
 def parse_prompts(text: Optional[str]) -> Tuple[str, ...]:
@@ -158,7 +158,7 @@ class ModelSpec:
     ``name``), and whether timm's pretrained weights are fetched (off: random weights). With
     ``prompts``, ``name`` (or the checkpoint folder) is an image-text model (``clip_agcam_learnt``,
     ``hf:<repo>``, ``open_clip:<arch>/<pretrained>``) and the model explained is its zero-shot
-    classifier of the prompts (:func:`agcam.zero_shot.zero_shot`): class ``i`` is prompt ``i``."""
+    classifier of the prompts (:func:`agcam.clip.zero_shot`): class ``i`` is prompt ``i``."""
 
     name: str = DEFAULT_MODEL
     checkpoint: Optional[str] = None
@@ -356,8 +356,8 @@ class Engine:
         the image-text model itself is loaded once and kept for other prompts."""
         if not zero_shot_available():
             raise AppError("prompts need the zero-shot head of image-text models "
-                           "(agcam.zero_shot), which this version does not have")
-        from agcam.zero_shot import zero_shot
+                           "(agcam.clip), which this version does not have")
+        from agcam.clip import zero_shot
         from models.clip import create_clip
         with self._lock:
             clip = self._clips.get(spec.clip_key)

@@ -202,7 +202,7 @@ class Page:
                                              elem_id=IDS["prompts"])
                     else:
                         prompts = gr.Textbox(label="prompts: image-text models need "
-                                                   "agcam.zero_shot, which this version lacks",
+                                                   "agcam.clip, which this version lacks",
                                              interactive=False, elem_id=IDS["prompts"])
                     methods = gr.CheckboxGroup(choices=list(ordered_methods()), value=["agcam"],
                                                label="methods", elem_id=IDS["methods"])

@@ -1,7 +1,8 @@
 """``agcam explain IMAGE ... --model <image-text model> --text PROMPT ...``: explain text prompts.
 
 The model (``hf:<CLIP repo>``, ``open_clip:<arch>/<pretrained>``, ``clip_agcam_learnt``, or
-``--checkpoint DIR``) becomes the zero-shot classifier of the prompts (:func:`agcam.zero_shot`);
+``--checkpoint DIR``) becomes the zero-shot classifier of the prompts
+(:func:`agcam.clip.zero_shot`);
 every image is explained for every prompt by every ``--method``: one PNG per image, prompt and
 method (``<image stem>_<method>_p<i>.png``, ``i`` the prompt's position), titled with the prompt
 and its probability (the softmax of the image-text logits over the prompts given, CLIP's
@@ -29,10 +30,10 @@ def explain_prompts(args: argparse.Namespace, names: Sequence[str]) -> int:
     import torch
     from tqdm import tqdm
 
+    from agcam.clip import prompt_classifier
     from agcam.figures.heatmaps import explain_heatmaps
     from agcam.figures.plotting import explanation_figure, save_figure
     from agcam.registry import get_explainer
-    from agcam.zero_shot import prompt_classifier
     from models.clip import is_clip_name
     from models.vit import ModelError, build_transform, load_image
 

@@ -222,10 +222,10 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         "clip", description="Train clip_agcam_learnt on captioned synthetic shapes (CPU, seeded).")
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=75)
+    parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--weight_decay", type=float, default=0.05)
     parser.add_argument("--pair_fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)

@@ -9,7 +9,7 @@ VARIANTS = {
     "vit_base_patch16_384": ((24, 24), 1, 1),
     "deit_tiny_distilled_patch16_224": ((14, 14), 2, 2),
     "deit3_small_patch16_224": ((14, 14), 1, 2),
-    # a CLIP zero-shot head (agcam.zero_shot): projection, L2 normalisation, prompt embeddings
+    # a CLIP zero-shot head (agcam.clip): projection, L2 normalisation, prompt embeddings
     "zero_shot_tiny_clip": ((4, 4), 1, 2),
 }
 
@@ -21,7 +21,7 @@ def make_variant(name: str):
     """The variant's model: a timm model at random init, or the zero-shot classifier of a tiny
     random CLIP on :data:`ZERO_SHOT_PROMPTS`."""
     if name == "zero_shot_tiny_clip":
-        from agcam.zero_shot import zero_shot
+        from agcam.clip import zero_shot
         from tests.fixtures.clip.make_tiny_clip import tiny_word_clip
         return zero_shot(tiny_word_clip(), list(ZERO_SHOT_PROMPTS))
     from models import create_model
