@@ -2,8 +2,8 @@
 
 Equality to the released code cannot show that a method finds an object; a model that has learnt
 something, with boxes known by construction, can. Fast: the localization and ABPC checks use a
-handful of held-out images (two per class); the full table is
-``python -m agcam.evaluation.learnt``.
+handful of held-out images (two per class); the full table is ``agcam study``
+(docs/learnt.md).
 """
 from __future__ import annotations
 
@@ -17,22 +17,19 @@ import torch
 
 from agcam.datasets.ilsvrc import find_samples
 from agcam.datasets.synthetic import CLASSES, HELDOUT_SEED, PAIR_SCALE, SCALE, WNIDS, sample_image
-from agcam.evaluation.learnt import (
-    HELDOUT_ROOT,
-    PAIRS_ROOT,
+from agcam.maps import to_heatmap
+from agcam.registry import get_explainer, method_class, ordered_methods
+from agcam.study.behaviour import (
     abpc_score,
     box_ious,
     centred_box,
     explain_all,
     fixed_box_ious,
-    load_heldout,
     own_object_preferred,
     pair_heatmaps,
     peak_hits,
-    random_maps,
 )
-from agcam.maps import to_heatmap
-from agcam.registry import get_explainer, method_class, ordered_methods
+from agcam.study.heldout import HELDOUT_ROOT, PAIRS_ROOT, load_heldout
 from models.learnt import LEARNT_LOG, LEARNT_MODEL, LEARNT_WEIGHTS
 from models.vit import create_model, model_geometry
 
@@ -170,7 +167,7 @@ def test_agcam_localizes_better_than_centred_box_and_random_map(model, handful):
     _, maps = explain_all(get_explainer("agcam", model), data.images)
     agcam_iou = box_ious(to_heatmap(maps[correct], size).numpy(), boxes).mean()
     centre_iou = fixed_box_ious(centred_box(boxes, size), boxes, size).mean()
-    noise = random_maps(len(data.samples), model_geometry(model).grid, seed=0)
+    _, noise = get_explainer("random", model).explain(data.images)
     random_iou = box_ious(to_heatmap(noise[correct], size).numpy(), boxes).mean()
     assert agcam_iou >= centre_iou + IOU_MARGIN, (agcam_iou, centre_iou)
     assert agcam_iou >= random_iou + IOU_MARGIN, (agcam_iou, random_iou)
@@ -179,13 +176,13 @@ def test_agcam_localizes_better_than_centred_box_and_random_map(model, handful):
 @pytest.fixture(scope="module")
 def random_abpc(model, handful):
     data, _ = handful
-    grid = model_geometry(model).grid
-    return abpc_score(model, data, random_maps(len(data.samples), grid, seed=0))
+    _, noise = get_explainer("random", model).explain(data.images)
+    return abpc_score(model, data, noise)
 
 
 #: Methods measured below a random map on this model: Grad-CAM on the last block's norm1 tokens
 #: (pytorch-grad-cam's ViT recipe) removes, most relevant first, pixels the class does not need
-#: (python -m agcam.evaluation.learnt). Strict: should it pass, this line must go.
+#: (agcam study, docs/learnt.md). Strict: should it pass, this line must go.
 BELOW_RANDOM = {"gradcam_tokens": "measured: ABPC below that of a random map on vit_agcam_learnt"}
 
 
@@ -234,9 +231,13 @@ def test_training_script_runs_and_writes_loadable_weights(tmp_path, monkeypatch)
 
 
 def test_figure_command_writes_small_pngs(tmp_path):
-    from agcam.figures.learnt import DEFAULT_IMAGES, render
-    paths = render(str(tmp_path), names=DEFAULT_IMAGES[:1], methods=["agcam", "rollout"])
-    assert [os.path.basename(p) for p in paths] == ["learnt_methods.png", "learnt_two_objects.png",
-                                                    "learnt_agcam_pairs.png"]
+    from agcam.study.figures import DEFAULT_IMAGES, FIGURES, SIDECAR, read_sidecar, render
+    paths = render(str(tmp_path), images=DEFAULT_IMAGES[:1], methods=["agcam", "rollout"],
+                   log=lambda line: None)
+    assert [os.path.basename(p) for p in paths] == list(FIGURES)
     for path in paths:
         assert 0 < os.path.getsize(path) <= 300 * 1024
+    shown = read_sidecar(str(tmp_path))["figures"]
+    assert sorted(shown) == sorted(FIGURES) and (tmp_path / SIDECAR).exists()
+    assert shown["learnt_methods.png"]["methods"] == ["agcam", "rollout"]
+    assert shown["learnt_agcam_pairs.png"]["methods"] == ["agcam"]

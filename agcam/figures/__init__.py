@@ -1,3 +1,3 @@
 """Figures: what they show, computed (:mod:`.heatmaps`: top-k classes, heatmaps, boxes) and drawn
-(:mod:`.plotting`), shared by ``agcam explain`` and ``visualization.ipynb``; the learnt model's
-figures under ``docs/figures`` (:mod:`.learnt`)."""
+(:mod:`.plotting`), shared by ``agcam explain`` and ``visualization.ipynb``; the committed figures
+under ``docs/figures`` are drawn by :mod:`agcam.study.figures` (``agcam figures``)."""

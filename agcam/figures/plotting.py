@@ -191,7 +191,9 @@ def class_specific_figure(image, heatmaps: Mapping[str, Mapping[int, np.ndarray]
     axes = fig.subplots(len(classes), 1 + len(methods), squeeze=False)
     for row, cls in enumerate(classes):
         name = class_name(cls, num_classes, class_names)
-        show_image(axes[row, 0], image, f"class {cls}: {name[:40]}")
+        # "class 1: red striped"; a model without names gives "class 1", not "class 1: class 1"
+        label = name if name == f"class {cls}" else f"class {cls}: {name[:40]}"
+        show_image(axes[row, 0], image, label)
         for col, method in enumerate(methods, start=1):
             maps = heatmaps[method]
             if class_specific[method]:

@@ -1,0 +1,1 @@
+"""The learnt model's study (see agcam.study.table, agcam.study.figures)."""
