@@ -47,10 +47,6 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
               "every method and two floors on the learnt model: one table"),
     "figures": ("agcam.cli.figures",
                 "redraw every committed figure and the learnt-model page"),
-    "study": ("agcam.cli.study",
-              "every method and two floors on the learnt model: one table"),
-    "figures": ("agcam.cli.figures",
-                "redraw every committed figure and the learnt-model page"),
 }
 
 
