@@ -36,3 +36,15 @@ def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
 
 def test_prompt_title():
     assert prompt_title("a red circle", 0.9312) == '"a red circle": 93.1%'
+
+
+def test_bench_clip_times_a_prompt_against_the_forward(capsys):
+    code = entry(["bench", "--clip", "clip_agcam_learnt", "--prompts", "red", "blue",
+                  "--batch_sizes", "1", "--repeats", "1", "--method", "grad_eclip",
+                  "--abpc_images", "0", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "clip_agcam_learnt (zero-shot classifier of the prompts)" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] in
+            (["1", "forward"], ["1", "grad_eclip"])]
+    assert len(rows) == 2 and float(rows[0][4]) == 1.0 and float(rows[1][4]) > 0
+    assert entry(["bench", "--clip", "nope", "--batch_sizes", "1"]) == 2

@@ -67,10 +67,14 @@ def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], r
 
 def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
-    model = random_model(args)
+    if getattr(args, "clip", None):       # the zero-shot classifier of an image-text model
+        from agcam.bench.clip import clip_classifier
+        model, label = clip_classifier(args), f"{args.clip} (zero-shot classifier of the prompts)"
+    else:
+        model, label = random_model(args), f"{args.model} (random weights)"
     methods = args.methods or ordered_methods()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"model {args.model} (random weights), device {device} ({name}), precision "
+    print(f"model {label}, device {device} ({name}), precision "
           f"{args.precision}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"median of {args.repeats} repeats", flush=True)
     width = max(len(what) for what in ["forward", *methods])

@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add_precision_arg(parser)
     parser.add_argument("--abpc_images", type=int, default=8,
                         help="images for the ABPC benchmark, 0 skips it (default: 8)")
+    parser.add_argument("--clip", default=None, metavar="MODEL",
+                        help="time the zero-shot classifier of an image-text model instead "
+                             "(clip_agcam_learnt, hf:<repo>, open_clip:<arch>/<pretrained>; its "
+                             "own weights): the cost of explaining a prompt against a forward")
+    parser.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT",
+                        help="the prompts of --clip (default: 'a photo of a cat' 'a photo of "
+                             "a dog')")
     return parser
 
 
