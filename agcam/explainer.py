@@ -67,6 +67,9 @@ class Explainer:
     refusal: str = ""
     #: ``"patch"``: maps on the patch grid; ``"pixel"``: maps at the input size
     resolution: str = "patch"
+    #: whether the method reads the class token (its attention row, its gradient); a model
+    #: without one (SigLIP's attention pooling) is refused with the reason
+    needs_class_token: bool = True
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
         if is_transformers_model(model):
@@ -76,6 +79,12 @@ class Explainer:
             from models.transformers import from_transformers
             model = from_transformers(model)
         self.model = model
+        if self.needs_class_token and getattr(model, "cls_token", None) is None:
+            raise ValueError(f"{self.name or type(self).__name__} explains through the class "
+                             f"token, and this model has none (pooling "
+                             f"{getattr(model, 'global_pool', '?')!r}); methods that need no "
+                             "class token: legrad, legrad_clip, gradcam_tokens, ig, ixg, "
+                             "smoothgrad, vitcx, libra_ixg, libra_ig")
         self.geometry = model_geometry(model)
         self._precision = DEFAULT_PRECISION
         self.precision = precision

@@ -64,6 +64,8 @@ class AttentionGradCAM(Explainer):
 class TokenGradCAM(Explainer):
     """Grad-CAM on the last block's ``norm1`` output (pytorch-grad-cam's ViT recipe)."""
 
+    needs_class_token = False   # the patch tokens' features and gradients
+
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION):
         super().__init__(model, precision)
         blocks = getattr(self.model, "blocks", None)

@@ -38,6 +38,7 @@ from agcam.registry import register
 
 class _CaptumExplainer(Explainer):
     resolution = "pixel"
+    needs_class_token = False   # gradients of the input only
 
     def forward_function(self):
         """What captum differentiates: the model itself (the LibraGrad variants,

@@ -50,6 +50,8 @@ def block_scores(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 class LeGrad(Explainer):
     """LeGrad: positive gradients of each layer's class score w.r.t. its attention, averaged."""
 
+    needs_class_token = False   # the mean token through the model's own pooling and head
+
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION,
                  layers: Optional[Sequence[int]] = None):
         """``layers``: block indices to average (default all, as the paper)."""

@@ -88,6 +88,7 @@ class ViTCX(Explainer):
     """ViT-CX: masks from clustered patch embeddings, scored by their causal impact."""
 
     resolution = "pixel"
+    needs_class_token = False   # patch embeddings and the model's scores of masked inputs
 
     def __init__(self, model: nn.Module, precision: str = DEFAULT_PRECISION,
                  distance_threshold: float = 0.1, target_layer: int = -1, seed: int = 0,

@@ -223,3 +223,27 @@ def test_load_prompts(tmp_path):
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     with pytest.raises(UsageError, match="holds no prompt"):
         load_prompts(str(tmp_path / "empty.txt"))
+
+
+def test_attention_pooling_is_refused_by_class_token_methods_with_the_reason():
+    """SigLIP's kind of tower (no class token, ``global_pool='map'``) as a zero-shot head: the
+    methods that read the class token refuse it, naming why; the others run."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from agcam import get_explainer
+    from agcam.clip import classifier_from_embeddings
+    torch.manual_seed(0)
+    tower = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              class_token=False, global_pool="map", num_classes=16,
+                              no_embed_class=True).eval()
+    tower.head = torch.nn.Linear(32, 16, bias=False)
+    text = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    classifier = classifier_from_embeddings(tower, text, 10.0, torch.tensor(-2.0))
+    x = images64(batch=2).float()
+    for name in ("agcam", "rollout", "grad_eclip"):
+        with pytest.raises(ValueError, match=f"^{name} explains through the class token, and "
+                                             "this model has none \\(pooling 'map'\\)"):
+            get_explainer(name, classifier)
+    for name in ("legrad", "ixg"):
+        predictions, maps = get_explainer(name, classifier).explain(x, target=1)
+        assert torch.isfinite(maps).all() and (maps != 0).any(), name
