@@ -83,62 +83,64 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The localization (and MaxBoxAcc) evaluations of agcam evaluate's runner, written as the
+    released script writes them."""
+    import shutil
+    import tempfile
+    import time
+
     from agcam import distributed
-    from agcam.datasets import make_loader
-    from agcam.datasets.decode import collate_for, decoded_batches, make_dataset
     from agcam.evaluation.localization import (
-        Timer,
-        evaluate_methods,
+        Localization,
         report_lines,
         summarize,
         table_lines,
         write_outputs,
         write_table,
-        wsol_summary,
     )
-    from agcam.evaluation.wsol import BoxAccuracy, merge_states
-    from agcam.registry import get_explainer
+    from agcam.evaluation.run import RunConfig, method_records, run
 
     check_args(args)
     spec = dataset_from_args(args)
     listing = samples_from_args(args, SAMPLES_ROOT)
-    samples = listing.samples
     ctx, model = start_run(args, spec)
+    # the runner's records live in a folder of this run only (as before, nothing to resume)
+    work = distributed.broadcast_from_main(
+        tempfile.mkdtemp(prefix="agcam_localization_") if ctx.is_main else None, ctx)
     try:
-        if ctx.is_main:
-            print(listing.describe(), flush=True)
-        explainers = {method: get_explainer(method, model, precision=args.precision)
-                      for method in args.methods}
-        dataset = make_dataset(samples, model, keep_image=False, decode=args.decode)
-        loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                             rank=ctx.rank, world_size=ctx.world_size,
-                             pin_memory=ctx.device.type == "cuda",
-                             collate_fn=collate_for(dataset))
-        loader = decoded_batches(loader, dataset, ctx.device)
-        timer = Timer()
-        wsol = {method: BoxAccuracy(args.maxboxacc_step) for method in args.methods} \
-            if args.maxboxacc else None
-        by_method = evaluate_methods(explainers, loader, samples, args.threshold,
-                                     progress=ctx.is_main and not args.no_progress,
-                                     total=len(loader.dataset), timer=timer, wsol=wsol)
-        by_method = distributed.gather_to_main([by_method], ctx)   # one dict per process
-        if wsol is not None:   # integer counts per process, added on rank 0
-            wsol_states = distributed.gather_to_main(
-                [{m: acc.state() for m, acc in wsol.items()}], ctx)
-        if not ctx.is_main:
+        evaluations = ["localization"] + (["maxboxacc"] if args.maxboxacc else [])
+        config = RunConfig(
+            methods=args.methods, evaluations=evaluations, model=args.model,
+            dataset=spec.name, data_root=args.data_root, out=work, checkpoint=args.checkpoint,
+            split=listing.split, limit=args.limit, batch_size=args.batch_size,
+            precision=args.precision, decode=args.decode, num_workers=args.num_workers,
+            progress=not args.no_progress,
+            options={"thresholds": list(args.threshold), "maxboxacc_step": args.maxboxacc_step})
+        tick = time.perf_counter()
+        results = run(config, model, ctx, log=lambda text: print(text, flush=True),
+                      report=False)
+        seconds = time.perf_counter() - tick
+        if results is None:
             return 0
+        evaluation = Localization(thresholds=args.threshold)
         summaries = {}
         for method in args.methods:
-            results = sorted((r for part in by_method for r in part[method]),
-                             key=lambda r: r.index)
-            summaries[method] = (results, summarize(
-                results, args.threshold, method, args.model,
+            context, records = method_records(work, method, "localization")
+            per_image = evaluation.image_results(records, context)
+            wsol = results["results"][method].get("maxboxacc")
+            summaries[method] = (per_image, summarize(
+                per_image, args.threshold, method, args.model,
                 extra={"dataset": spec.name, "split": listing.split, "listed": listing.listed,
                        "dropped": listing.dropped, "checkpoint": args.checkpoint,
                        "data_root": args.data_root, "world_size": ctx.world_size,
                        "precision": args.precision, "decode": args.decode,
-                       **({} if wsol is None else wsol_summary(
-                           merge_states(part[method] for part in wsol_states)))}))
+                       **({} if wsol is None else {
+                           **{k: wsol[k] for k in ("maxboxacc", "maxboxacc_v2",
+                                                   "maxboxacc_delta", "maxboxacc_v2_delta",
+                                                   "maxboxacc_threshold",
+                                                   "maxboxacc_v2_threshold")},
+                           "maxboxacc_images": wsol["num_images"],
+                           "maxboxacc_step": wsol["maxboxacc_step"]})}))
         first = summaries[args.methods[0]][1]
         if len(args.methods) == 1:
             lines = report_lines(first)
@@ -149,19 +151,13 @@ def main(args: argparse.Namespace) -> int:
         if first["num_images"] == 0:
             print("warning: no image was classified correctly; the means are undefined",
                   file=sys.stderr)
-        print(f"time: {timer.total:.1f} s for {timer.images} images on rank 0 "
-              f"({timer.images / max(timer.total, 1e-9):.1f} images/s): maps "
-              f"{100 * timer.share(timer.explain):.1f}%, waiting for data "
-              f"{100 * timer.share(timer.data):.1f}%, boxes and metrics "
-              f"{100 * timer.share(timer.boxes):.1f}% (in a background thread; the loop waited "
-              f"{100 * timer.share(timer.boxes_wait):.1f}% for them)", flush=True)
-        if len(args.methods) > 1:
-            print("maps per method: " + ", ".join(
-                f"{m} {timer.per_method.get(m, 0.0):.1f} s" for m in args.methods), flush=True)
+        print(f"time: {seconds:.1f} s for {len(listing.samples)} images on rank 0; maps and "
+              "metrics per method: " + ", ".join(f"{m['name']} {m['seconds']:.1f} s"
+                                                for m in results["methods"]), flush=True)
         if args.out is not None:
             written = []
-            for results, summary in summaries.values():
-                paths = write_outputs(args.out, results, summary, args.threshold,
+            for per_image, summary in summaries.values():
+                paths = write_outputs(args.out, per_image, summary, args.threshold,
                                       getattr(model, "label_names", None))
                 written += [paths["csv"], paths["json"]]
             paths = write_table(args.out, [s for _, s in summaries.values()])
@@ -169,6 +165,9 @@ def main(args: argparse.Namespace) -> int:
             print("wrote " + ", ".join(written))
         return 0
     finally:
+        distributed.gather_to_main([None], ctx)     # every process is done with the folder
+        if ctx.is_main:
+            shutil.rmtree(work, ignore_errors=True)
         distributed.cleanup(ctx)
 
 

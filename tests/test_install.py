@@ -177,6 +177,10 @@ def test_pip_install_then_agcam_runs_from_another_folder(tmp_path):
         ["synth_pair_001_agcam.png", "synth_pair_001_ig.png"]
     out, err = walk.communicate(timeout=300)
     assert walk.returncode == 0, (out[-3000:], err[-3000:])
+    # the README's ten lines, from this other folder
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Ten lines of Python", 1)[1].split("```python", 1)[1].split("```")[0]
+    run(str(python), "-c", snippet + "\nassert tuple(heatmaps.shape) == (1, 112, 112)\n")
     if re.search(r"--eval\b", run(agcam, "evaluate", "--help")):
         run(agcam, "evaluate", "--model", "vit_agcam_learnt", "--dataset", "synthetic",
             "--data_root", str(ROOT / "samples" / "synthetic" / "ILSVRC"), "--method", "agcam",

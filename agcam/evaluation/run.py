@@ -383,10 +383,13 @@ def _plain_records(evaluations: Sequence[Evaluation], maps, batch: Dict[str, Any
     return records
 
 
-def run(config: RunConfig, model, ctx=None, log=print) -> Optional[Dict[str, Any]]:
+def run(config: RunConfig, model, ctx=None, log=print, report: bool = True
+        ) -> Optional[Dict[str, Any]]:
     """Run ``config`` on ``model`` (a timm ViT or anything :func:`agcam.get_explainer` takes) and
-    write the report into ``config.out``. Returns the results (``results.json``'s content) on
-    rank 0, ``None`` elsewhere. Under torchrun pass the :class:`agcam.distributed.DistContext`."""
+    write the report into ``config.out`` (unless not ``report``: a script that writes its own
+    files). Returns the results (``results.json``'s content) on rank 0, ``None`` elsewhere.
+    Under torchrun pass the :class:`agcam.distributed.DistContext`. The per-image records stay
+    in ``config.out`` (:func:`method_records`)."""
     from torch.utils.data import DataLoader
 
     from agcam import distributed
@@ -485,7 +488,7 @@ def run(config: RunConfig, model, ctx=None, log=print) -> Optional[Dict[str, Any
         for method, by_eval in part.items():
             for name, records in by_eval.items():
                 merged[method].setdefault(name, {}).update(records)
-    return collect(config, source, evaluations, skipped, geometry, explainers, merged)
+    return collect(config, source, evaluations, skipped, geometry, explainers, merged, report)
 
 
 def _unit(batch, config, source, explainers, evaluations, plain, groups, needed, done_lines,
@@ -584,31 +587,51 @@ def _save_examples(directory: str, method: str, maps, inputs, names, predictions
     os.replace(path + ".tmp.npz", path)
 
 
+def method_lines(out: str, methods: Sequence[str]) -> Dict[str, List[Dict[str, Any]]]:
+    """Every method's record lines in ``out``, in unit order (a unit done twice: the same)."""
+    by_method: Dict[str, Dict[int, Dict[str, Any]]] = {m: {} for m in methods}
+    for line in RecordLog.read_all(out):
+        if line["method"] in by_method:
+            by_method[line["method"]][line["unit"]] = line
+    return {m: [units[u] for u in sorted(units)] for m, units in by_method.items()}
+
+
+def record_context(lines: Sequence[Dict[str, Any]], **context) -> Dict[str, Any]:
+    """What :meth:`Evaluation.summarize` reads beside the records: every evaluated image's index,
+    name, label and prediction, and the unreadable images, from a method's record lines."""
+    return dict(context,
+                indices=[i for line in lines for i in line["indices"]],
+                names=[n for line in lines for n in line["names"]],
+                labels=[v for line in lines for v in (line["labels"] or
+                                                      [-1] * len(line["indices"]))],
+                predictions=[p for line in lines for p in line["predictions"]],
+                unreadable=[tuple(u[:3]) for line in lines for u in line["unreadable"]])
+
+
+def method_records(out: str, method: str, evaluation: str, **context):
+    """``(context, records)`` of one method's plain (not re-scoring) evaluation in ``out``."""
+    lines = method_lines(out, [method])[method]
+    return (record_context(lines, method=method, **context),
+            [r for line in lines for r in line["records"][evaluation]])
+
+
 def collect(config: RunConfig, source: Source, evaluations: Sequence[Evaluation],
             skipped: Dict[str, str], geometry, explainers,
-            curve_records: Dict[str, Dict[str, Dict[int, Any]]]) -> Dict[str, Any]:
+            curve_records: Dict[str, Dict[str, Dict[int, Any]]], report: bool = True
+            ) -> Dict[str, Any]:
     """Summaries of every method and evaluation from the records on disk and the re-scoring
     streams' records (rank 0), and the report written into ``config.out``."""
     from agcam.report import build_results, write_report
 
-    by_method: Dict[str, Dict[int, Dict[str, Any]]] = {m: {} for m in config.methods}
-    for line in RecordLog.read_all(config.out):
-        if line["method"] in by_method:
-            by_method[line["method"]][line["unit"]] = line   # a unit done twice: the same
+    all_lines = method_lines(config.out, config.methods)
     summaries: Dict[str, Dict[str, Any]] = {}
     seconds: Dict[str, float] = {}
     evaluated = 0
     for method in config.methods:
-        lines = [by_method[method][u] for u in sorted(by_method[method])]
+        lines = all_lines[method]
         seconds[method] = sum(line["seconds"] for line in lines)
-        context = {"method": method, "model": config.model, "dataset": source.name,
-                   "prefix": source.prefix, "geometry": geometry,
-                   "indices": [i for line in lines for i in line["indices"]],
-                   "names": [n for line in lines for n in line["names"]],
-                   "labels": [v for line in lines for v in (line["labels"] or
-                                                           [-1] * len(line["indices"]))],
-                   "predictions": [p for line in lines for p in line["predictions"]],
-                   "unreadable": [tuple(u[:3]) for line in lines for u in line["unreadable"]]}
+        context = record_context(lines, method=method, model=config.model,
+                                 dataset=source.name, prefix=source.prefix, geometry=geometry)
         evaluated = len(context["indices"])
         summaries[method] = {}
         for ev in evaluations:
@@ -620,14 +643,15 @@ def collect(config: RunConfig, source: Source, evaluations: Sequence[Evaluation]
             if ev.needs.correct_only or records:
                 summaries[method][ev.name] = ev.summarize(records, context)
     predict_seconds = sum(line.get("predict_seconds", 0.0)
-                          for line in by_method[config.methods[0]].values())
+                          for line in all_lines[config.methods[0]])
     cache_bytes = RecordLog.size(config.out) + sum(
         os.path.getsize(os.path.join(config.out, "cache", n))
         for n in (os.listdir(os.path.join(config.out, "cache"))
                   if os.path.isdir(os.path.join(config.out, "cache")) else []))
     results = build_results(config, source, evaluations, skipped, summaries, seconds,
                             predict_seconds, evaluated, cache_bytes, geometry, explainers)
-    write_report(config.out, results)
+    if report:
+        write_report(config.out, results)
     return results
 
 
