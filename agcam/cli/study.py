@@ -2,7 +2,6 @@
 
     agcam study                                # every registered method, 160 held-out images
     agcam study --method agcam legrad random --limit_per_class 5
-    agcam study --doc docs/learnt.md           # also write the page (agcam figures does too)
     agcam study --precision_table              # maps at bf16 and float64 against float32
 
 Runs agcam evaluate (localization, MaxBoxAcc, ABPC, Chefer's positive and negative
@@ -10,7 +9,7 @@ perturbation, RISE insertion and deletion) on vit_agcam_learnt and its synthetic
 one method at a time into DIR/runs/METHOD (a method already run with the same settings is read
 back; an interrupted run resumes), then the two-object images (does each class's map point at
 its own object?), and prints one table: the best value of each column in bold, and where AGCAM
-is not first. See docs/learnt.md.
+is not first. agcam figures writes the same table into docs/learnt.md.
 """
 from __future__ import annotations
 
@@ -46,9 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_arg(parser, "a folder keeping each method's run (runs/METHOD) and two-object "
                         "numbers (pairs/METHOD.json)", default=DEFAULT_RUNS)
     add_table_arguments(parser)
-    parser.add_argument("--doc", default=None, metavar="FILE",
-                        help="also write the table as a Markdown page there (default: print "
-                             "only)")
     parser.add_argument("--no_pairs", action="store_true",
                         help="leave out the two-object images")
     parser.add_argument("--precision_table", action="store_true",
@@ -75,17 +71,13 @@ def main(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method, flag=typed(args, "method"))
     if args.precision_table:
         return precision_table(args, methods)
-    from agcam.study.table import doc_lines, not_first_lines, pair_lines, table_lines, write_doc
+    from agcam.study.table import not_first_lines, pair_lines, table_lines
 
-    results, pairs, seconds = study_table(args, methods, args.out)
+    results, pairs, _ = study_table(args, methods, args.out)
     print("\n".join(table_lines(results)))
     print("\nWhere AGCAM is not first:\n" + "\n".join(not_first_lines(results)))
     if pairs:
         print("\nTwo-object images:\n" + "\n".join(pair_lines(pairs)))
-    if args.doc:
-        command = "agcam study --doc " + args.doc + (
-            f" --limit_per_class {args.limit_per_class}" if args.limit_per_class else "")
-        print(f"wrote {write_doc(args.doc, doc_lines(results, pairs, command, seconds))}")
     return 0
 
 

@@ -127,11 +127,13 @@ def pair_results(out: str, methods: Sequence[str], fresh: bool = False,
     return rows
 
 
-#: the table's columns: (evaluation, column key, heading)
+#: the table's columns: (evaluation, column key, heading); percentages get one decimal
 TABLE_COLUMNS = (("localization", "iou", "IoU@0.5"), ("maxboxacc", "maxboxacc", "MaxBoxAcc"),
                  ("maxboxacc", "maxboxacc_v2", "MaxBoxAccV2"), ("abpc", "abpc", "ABPC"),
                  ("positive", "auc", "positive AUC"), ("negative", "auc", "negative AUC"),
                  ("insertion", "auc", "insertion AUC"), ("deletion", "auc", "deletion AUC"))
+PERCENT = {("maxboxacc", "maxboxacc"), ("maxboxacc", "maxboxacc_v2"), ("positive", "auc"),
+           ("negative", "auc")}
 
 
 def _columns(results: Dict[str, Any]):
@@ -148,10 +150,10 @@ def _value(results, method: str, evaluation: str, key: str) -> Optional[float]:
     return None if value is None else float(value)
 
 
-def _fmt(value: Optional[float]) -> str:
+def _fmt(value: Optional[float], evaluation: str = "", key: str = "") -> str:
     if value is None:
         return "n/a"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+    return f"{value:.1f}" if (evaluation, key) in PERCENT else f"{value:.3f}"
 
 
 def ranking(results: Dict[str, Any], evaluation: str, key: str, higher: bool) -> List[str]:
@@ -171,15 +173,18 @@ def not_first_lines(results: Dict[str, Any], focus: str = "agcam") -> List[str]:
         if focus not in order:
             continue
         rank = order.index(focus) + 1
-        mine = _value(results, focus, evaluation["name"], column["key"])
+        mine = _fmt(_value(results, focus, evaluation["name"], column["key"]),
+                    evaluation["name"], column["key"])
         if rank == 1:
-            lines.append(f"- {heading}: {method_label(focus)} is first ({_fmt(mine)}).")
+            lines.append(f"- {heading}: {method_label(focus)} is first ({mine}).")
             continue
+        keys = (evaluation["name"], column["key"])
         ahead = ", ".join(
-            f"{method_label(m)} {_fmt(_value(results, m, evaluation['name'], column['key']))}"
+            f"{method_label(m)} "
+            f"{_fmt(_value(results, m, evaluation['name'], column['key']), *keys)}"
             for m in order[:rank - 1][:4])
         more = f" and {rank - 5} more" if rank - 1 > 4 else ""
-        lines.append(f"- **{heading}: {method_label(focus)} is not first** ({_fmt(mine)}, "
+        lines.append(f"- **{heading}: {method_label(focus)} is not first** ({mine}, "
                      f"{rank} of {len(order)}): ahead of it {ahead}{more}.")
     return lines
 
@@ -205,7 +210,8 @@ def table_lines(results: Dict[str, Any]) -> List[str]:
         cells = [method["label"], str(results["results"].get(name, {}).get(
             "localization", {}).get("num_images", "n/a"))]
         for evaluation, column, _ in columns:
-            text = _fmt(_value(results, name, evaluation["name"], column["key"]))
+            text = _fmt(_value(results, name, evaluation["name"], column["key"]),
+                        evaluation["name"], column["key"])
             bold = best[(evaluation["name"], column["key"])] == name and text != "n/a"
             cells.append(f"**{text}**" if bold else text)
         cells.append(f"{method['seconds_per_image']:.2f}")
