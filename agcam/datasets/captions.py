@@ -147,12 +147,16 @@ def sample_captioned_batch(seed: int, start: int, count: int, pair_fraction: flo
 PREFIXES = ("", "a ", "a photo of a ")
 
 
-def random_caption(rng: np.random.Generator, obj: CaptionedObject) -> Tuple[str, Attributes]:
-    """A caption of ``obj`` naming a random non-empty subset of its attributes, and that subset:
-    "red", "a striped circle", "a photo of a yellow plain shape"."""
+def random_caption(rng: np.random.Generator, obj: CaptionedObject, full: float = 0.0
+                   ) -> Tuple[str, Attributes]:
+    """A caption of ``obj`` naming a random non-empty subset of its attributes (all three with
+    probability ``full``), and that subset: "red", "a striped circle", "a photo of a yellow
+    plain shape"."""
     words = (obj.colour, obj.texture, obj.shape)
     while True:
         keep = rng.random(3) < 0.6
+        if full and rng.random() < full:
+            keep[:] = True
         if keep.any():
             break
     named = [w for w, k in zip(words, keep) if k]

@@ -66,15 +66,15 @@ FRESH_SEED = 107
 MAX_SCALE = 100.0
 
 
-def captioned_batch(items: List[CaptionedImage], transform, tokenizer, seed: int, step: int
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def captioned_batch(items: List[CaptionedImage], transform, tokenizer, seed: int, step: int,
+                    full: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(images [B, 3, H, W], tokens [B, T], positives [B images, B captions] bool)``."""
     rng = np.random.default_rng([seed, step, 5])
     images = torch.stack([transform(jpeg_roundtrip(item.pixels)) for item in items])
     captions, attributes = [], []
     for item in items:
         obj = item.objects[int(rng.integers(len(item.objects)))]
-        text, attrs = random_caption(rng, obj)
+        text, attrs = random_caption(rng, obj, full)
         captions.append(text)
         attributes.append(attrs)
     positives = torch.tensor([[describes(a, item) for a in attributes] for item in items])
@@ -83,8 +83,8 @@ def captioned_batch(items: List[CaptionedImage], transform, tokenizer, seed: int
 
 class CaptionedBatches(IterableDataset):
     def __init__(self, seed: int, steps: int, batch_size: int, pair_fraction: float, transform,
-                 tokenizer):
-        self.seed, self.steps, self.batch_size = seed, steps, batch_size
+                 tokenizer, full: float = 0.0):
+        self.seed, self.steps, self.batch_size, self.full = seed, steps, batch_size, full
         self.pair_fraction, self.transform, self.tokenizer = pair_fraction, transform, tokenizer
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -93,7 +93,8 @@ class CaptionedBatches(IterableDataset):
         for step in range(worker, self.steps, workers):
             items = sample_captioned_batch(self.seed, step * self.batch_size, self.batch_size,
                                            self.pair_fraction)
-            yield captioned_batch(items, self.transform, self.tokenizer, self.seed, step)
+            yield captioned_batch(items, self.transform, self.tokenizer, self.seed, step,
+                                  self.full)
 
 
 def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,8 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     data = CaptionedBatches(TRAIN_SEED + args.seed, args.steps, args.batch_size,
-                            args.pair_fraction, transform, model.text.tokenizer)
+                            args.pair_fraction, transform, model.text.tokenizer,
+                            args.full_caption)
     loader = DataLoader(data, batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None)
     log: List[Dict[str, float]] = []
@@ -202,7 +204,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
         "model": LEARNT_CLIP, "weights": os.path.basename(args.out),
         "weights_bytes": os.path.getsize(args.out),
         "parameters": sum(p.numel() for p in written.parameters()),
-        "logit_scale": round(written.logit_scale, 3),
+        "logit_scale": round(float(written.logit_scale), 3),
         "train_seconds": round(seconds, 1), "train_cpu_seconds": cpu,
         "images_seen": args.steps * args.batch_size, "torch_threads": args.threads,
         "loader_workers": args.workers, "cpu_count": os.cpu_count(),
@@ -228,6 +230,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--weight_decay", type=float, default=0.05)
     parser.add_argument("--pair_fraction", type=float, default=0.3)
+    parser.add_argument("--full_caption", type=float, default=0.0,
+                        help="probability that a caption names colour, texture and shape")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
