@@ -85,11 +85,37 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     """The localization (and MaxBoxAcc) evaluations of agcam evaluate's runner, written as the
     released script writes them."""
-    import shutil
-    import tempfile
     import time
 
     from agcam import distributed
+    from agcam.cli.scratch import scratch_run
+
+    check_args(args)
+    spec = dataset_from_args(args)
+    listing = samples_from_args(args, SAMPLES_ROOT)
+    ctx, model = start_run(args, spec)
+    tick = time.perf_counter()
+    evaluations = ["localization"] + (["maxboxacc"] if args.maxboxacc else [])
+    try:
+        with scratch_run(ctx, model, "localization", methods=args.methods,
+                         evaluations=evaluations, model=args.model, dataset=spec.name,
+                         data_root=args.data_root, checkpoint=args.checkpoint,
+                         split=listing.split, limit=args.limit, batch_size=args.batch_size,
+                         precision=args.precision, decode=args.decode,
+                         num_workers=args.num_workers, progress=not args.no_progress,
+                         options={"thresholds": list(args.threshold),
+                                  "maxboxacc_step": args.maxboxacc_step}) as (results, work):
+            if results is None:
+                return 0
+            write_results(args, spec, listing, model, ctx, results, work,
+                          time.perf_counter() - tick)
+        return 0
+    finally:
+        distributed.cleanup(ctx)
+
+
+def write_results(args, spec, listing, model, ctx, results, work, seconds: float) -> None:
+    """What the released script prints and writes, from the runner's records in ``work``."""
     from agcam.evaluation.localization import (
         Localization,
         report_lines,
@@ -98,77 +124,49 @@ def main(args: argparse.Namespace) -> int:
         write_outputs,
         write_table,
     )
-    from agcam.evaluation.run import RunConfig, method_records, run
+    from agcam.evaluation.run import method_records
 
-    check_args(args)
-    spec = dataset_from_args(args)
-    listing = samples_from_args(args, SAMPLES_ROOT)
-    ctx, model = start_run(args, spec)
-    # the runner's records live in a folder of this run only (as before, nothing to resume)
-    work = distributed.broadcast_from_main(
-        tempfile.mkdtemp(prefix="agcam_localization_") if ctx.is_main else None, ctx)
-    try:
-        evaluations = ["localization"] + (["maxboxacc"] if args.maxboxacc else [])
-        config = RunConfig(
-            methods=args.methods, evaluations=evaluations, model=args.model,
-            dataset=spec.name, data_root=args.data_root, out=work, checkpoint=args.checkpoint,
-            split=listing.split, limit=args.limit, batch_size=args.batch_size,
-            precision=args.precision, decode=args.decode, num_workers=args.num_workers,
-            progress=not args.no_progress,
-            options={"thresholds": list(args.threshold), "maxboxacc_step": args.maxboxacc_step})
-        tick = time.perf_counter()
-        results = run(config, model, ctx, log=lambda text: print(text, flush=True),
-                      report=False)
-        seconds = time.perf_counter() - tick
-        if results is None:
-            return 0
-        evaluation = Localization(thresholds=args.threshold)
-        summaries = {}
-        for method in args.methods:
-            context, records = method_records(work, method, "localization")
-            per_image = evaluation.image_results(records, context)
-            wsol = results["results"][method].get("maxboxacc")
-            summaries[method] = (per_image, summarize(
-                per_image, args.threshold, method, args.model,
-                extra={"dataset": spec.name, "split": listing.split, "listed": listing.listed,
-                       "dropped": listing.dropped, "checkpoint": args.checkpoint,
-                       "data_root": args.data_root, "world_size": ctx.world_size,
-                       "precision": args.precision, "decode": args.decode,
-                       **({} if wsol is None else {
-                           **{k: wsol[k] for k in ("maxboxacc", "maxboxacc_v2",
-                                                   "maxboxacc_delta", "maxboxacc_v2_delta",
-                                                   "maxboxacc_threshold",
-                                                   "maxboxacc_v2_threshold")},
-                           "maxboxacc_images": wsol["num_images"],
-                           "maxboxacc_step": wsol["maxboxacc_step"]})}))
-        first = summaries[args.methods[0]][1]
-        if len(args.methods) == 1:
-            lines = report_lines(first)
-        else:   # one table: a row per method, the metrics per threshold as columns
-            lines = report_lines(first)[1:2] + table_lines([s for _, s in summaries.values()])
-        for line in lines:
-            print(line)
-        if first["num_images"] == 0:
-            print("warning: no image was classified correctly; the means are undefined",
-                  file=sys.stderr)
-        print(f"time: {seconds:.1f} s for {len(listing.samples)} images on rank 0; maps and "
-              "metrics per method: " + ", ".join(f"{m['name']} {m['seconds']:.1f} s"
-                                                for m in results["methods"]), flush=True)
-        if args.out is not None:
-            written = []
-            for per_image, summary in summaries.values():
-                paths = write_outputs(args.out, per_image, summary, args.threshold,
-                                      getattr(model, "label_names", None))
-                written += [paths["csv"], paths["json"]]
-            paths = write_table(args.out, [s for _, s in summaries.values()])
-            written += [paths["csv"], paths["md"]]
-            print("wrote " + ", ".join(written))
-        return 0
-    finally:
-        distributed.gather_to_main([None], ctx)     # every process is done with the folder
-        if ctx.is_main:
-            shutil.rmtree(work, ignore_errors=True)
-        distributed.cleanup(ctx)
+    evaluation = Localization(thresholds=args.threshold)
+    summaries = {}
+    for method in args.methods:
+        context, records = method_records(work, method, "localization")
+        per_image = evaluation.image_results(records, context)
+        wsol = results["results"][method].get("maxboxacc")
+        summaries[method] = (per_image, summarize(
+            per_image, args.threshold, method, args.model,
+            extra={"dataset": spec.name, "split": listing.split, "listed": listing.listed,
+                   "dropped": listing.dropped, "checkpoint": args.checkpoint,
+                   "data_root": args.data_root, "world_size": ctx.world_size,
+                   "precision": args.precision, "decode": args.decode,
+                   **({} if wsol is None else {
+                       **{k: wsol[k] for k in ("maxboxacc", "maxboxacc_v2",
+                                               "maxboxacc_delta", "maxboxacc_v2_delta",
+                                               "maxboxacc_threshold",
+                                               "maxboxacc_v2_threshold")},
+                       "maxboxacc_images": wsol["num_images"],
+                       "maxboxacc_step": wsol["maxboxacc_step"]})}))
+    first = summaries[args.methods[0]][1]
+    if len(args.methods) == 1:
+        lines = report_lines(first)
+    else:   # one table: a row per method, the metrics per threshold as columns
+        lines = report_lines(first)[1:2] + table_lines([s for _, s in summaries.values()])
+    for line in lines:
+        print(line)
+    if first["num_images"] == 0:
+        print("warning: no image was classified correctly; the means are undefined",
+              file=sys.stderr)
+    print(f"time: {seconds:.1f} s for {len(listing.samples)} images on rank 0; maps and "
+          "metrics per method: " + ", ".join(f"{m['name']} {m['seconds']:.1f} s"
+                                            for m in results["methods"]), flush=True)
+    if args.out is not None:
+        written = []
+        for per_image, summary in summaries.values():
+            paths = write_outputs(args.out, per_image, summary, args.threshold,
+                                  getattr(model, "label_names", None))
+            written += [paths["csv"], paths["json"]]
+        paths = write_table(args.out, [s for _, s in summaries.values()])
+        written += [paths["csv"], paths["md"]]
+        print("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":

@@ -67,69 +67,65 @@ def check_args(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The segmentation evaluation of agcam evaluate's runner, written as before."""
     import time
 
     from agcam import distributed
-    from agcam.datasets import make_loader
-    from agcam.datasets.imagenet_seg import SegmentationDataset, collate_segmentation
+    from agcam.cli.scratch import scratch_run
+
+    path = check_args(args)
+    ctx, model = start_run(args)
+    tick = time.perf_counter()
+    try:
+        with scratch_run(ctx, model, "segmentation", methods=args.methods,
+                         evaluations=["segmentation"], model=args.model, dataset=DATASET,
+                         data_root=path, checkpoint=args.checkpoint, limit=args.limit,
+                         batch_size=args.batch_size, precision=args.precision,
+                         num_workers=args.num_workers, progress=not args.no_progress
+                         ) as (results, work):
+            if results is not None:
+                write_results(args, ctx, results, work, time.perf_counter() - tick)
+        return 0
+    finally:
+        distributed.cleanup(ctx)
+
+
+def write_results(args, ctx, results, work, seconds: float) -> None:
+    """What the script prints and writes, from the runner's records in ``work``."""
+    from agcam.evaluation.run import method_records
     from agcam.evaluation.segmentation import (
-        evaluate_methods,
+        Segmentation,
         summarize,
         table_lines,
         write_outputs,
         write_table,
     )
-    from agcam.registry import get_explainer
 
-    path = check_args(args)
-    ctx, model = start_run(args)
-    try:
-        dataset = SegmentationDataset(path, model, limit=args.limit)
-        if ctx.is_main:
-            print(f"data set imagenet-segmentation: {dataset.listed} listed, {len(dataset)} used "
-                  f"({path})", flush=True)
-        explainers = {method: get_explainer(method, model, precision=args.precision)
-                      for method in args.methods}
-        loader = make_loader(dataset, batch_size=args.batch_size, num_workers=args.num_workers,
-                             rank=ctx.rank, world_size=ctx.world_size,
-                             pin_memory=ctx.device.type == "cuda",
-                             collate_fn=collate_segmentation)
-        tick = time.perf_counter()
-        result = evaluate_methods(explainers, loader, progress=ctx.is_main and not args.no_progress,
-                                  total=len(loader.dataset))
-        seconds = time.perf_counter() - tick
-        parts = distributed.gather_to_main([result], ctx)   # one result per process
-        if not ctx.is_main:
-            return 0
-        unreadable = sorted(i for part in parts for i in part["unreadable"])
-        summaries, per_method = [], {}
-        for method in args.methods:
-            images = sorted((im for part in parts for im in part["images"][method]),
-                            key=lambda im: im.index)
-            per_method[method] = images
-            summaries.append(summarize(images, method, extra={
-                "model": args.model, "checkpoint": args.checkpoint, "data_root": args.data_root,
-                "listed": dataset.listed, "unreadable": len(unreadable),
-                "target": "predicted", "heatmap": "localization (bilinear x patch, min-max)",
-                "threshold": "mean (strict >)", "world_size": ctx.world_size,
-                "precision": args.precision}))
-        for line in table_lines(summaries):
-            print(line)
-        if unreadable:
-            print(f"warning: {len(unreadable)} unreadable image(s) left out: "
-                  f"{', '.join(map(str, unreadable[:10]))}", file=sys.stderr)
-        print(f"time: {seconds:.1f} s for {len(loader.dataset)} images on rank 0; maps and "
-              "metrics per method: " + ", ".join(f"{m} {result['seconds'][m]:.1f} s"
-                                                for m in args.methods), flush=True)
-        if args.out is not None:
-            written = []
-            for summary in summaries:
-                written += write_outputs(args.out, per_method[summary["method"]], summary)
-            written += write_table(args.out, summaries)
-            print("wrote " + ", ".join(written))
-        return 0
-    finally:
-        distributed.cleanup(ctx)
+    evaluation = Segmentation()
+    data = results["dataset"]
+    summaries, per_method = [], {}
+    for method in args.methods:
+        context, records = method_records(work, method, "segmentation")
+        per_method[method] = evaluation.images(records, context)
+        summaries.append(summarize(per_method[method], method, extra={
+            "model": args.model, "checkpoint": args.checkpoint, "data_root": args.data_root,
+            "listed": data["listed"], "unreadable": data["unreadable"],
+            "target": "predicted", "heatmap": "localization (bilinear x patch, min-max)",
+            "threshold": "mean (strict >)", "world_size": ctx.world_size,
+            "precision": args.precision}))
+    for line in table_lines(summaries):
+        print(line)
+    if data["unreadable"]:
+        print(f"warning: {data['unreadable']} unreadable image(s) left out", file=sys.stderr)
+    print(f"time: {seconds:.1f} s for {data['images']} images on rank 0; maps and "
+          "metrics per method: " + ", ".join(f"{m['name']} {m['seconds']:.1f} s"
+                                            for m in results["methods"]), flush=True)
+    if args.out is not None:
+        written = []
+        for summary in summaries:
+            written += write_outputs(args.out, per_method[summary["method"]], summary)
+        written += write_table(args.out, summaries)
+        print("wrote " + ", ".join(written))
 
 
 if __name__ == "__main__":

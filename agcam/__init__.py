@@ -19,6 +19,9 @@ __all__ = ["AGCAM", "Explainer", "Explanation", "available_methods", "build_tran
            "create_model", "evaluate", "get_explainer", "load_image", "method_label",
            "ordered_methods", "register", "sample_image", "to_heatmap", "zero_shot"]
 
+#: the modules above the face whose names it shows (agcam.evaluate: the runner's Python face)
+ABOVE = ("agcam.evaluation.run",)
+
 if TYPE_CHECKING:  # pragma: no cover - what static tools see
     from agcam.clip import zero_shot
     from agcam.evaluation.run import evaluate
@@ -40,10 +43,14 @@ def __getattr__(name: str):
     """The public names, loaded together on the first use of any of them."""
     if name not in __all__:
         raise AttributeError(f"module 'agcam' has no attribute {name!r}")
+    import importlib
+
     from agcam import clip, explainer, maps, method, registry, samples
-    from agcam.evaluation import run
     from models import vit
-    for module in (explainer, maps, method, registry, samples, run, vit, clip):
+    # names from the layers above the face, found by module name (as the registry finds the
+    # method packages), so that agcam's own modules import no package above them
+    above = [importlib.import_module(module) for module in ABOVE]
+    for module in (explainer, maps, method, registry, samples, vit, clip, *above):
         for public in __all__:
             if hasattr(module, public):
                 globals()[public] = getattr(module, public)

@@ -197,6 +197,8 @@ class Source:
     description: str
     split: Optional[str] = None
     samples: Optional[list] = None
+    #: images the data set lists before --limit
+    listed: int = 0
 
 
 SEGMENTATION_DATASET = "imagenet_seg"
@@ -218,7 +220,7 @@ def open_source(config: RunConfig, model) -> Source:
         return Source(SEGMENTATION_DATASET, "IMAGENET_SEG", dataset, collate_segmentation,
                       names, None, ("masks",),
                       f"data set imagenet_seg: {dataset.listed} listed, {len(dataset)} used "
-                      f"({path})")
+                      f"({path})", listed=dataset.listed)
     from agcam.datasets import get_dataset, list_split
     from agcam.datasets.decode import collate_for, make_dataset
 
@@ -228,7 +230,7 @@ def open_source(config: RunConfig, model) -> Source:
     return Source(spec.name, spec.prefix, dataset, collate_for(dataset),
                   [s.name for s in listing.samples], [s.label for s in listing.samples],
                   ("labels", "boxes"), listing.describe(), split=listing.split,
-                  samples=listing.samples)
+                  samples=listing.samples, listed=listing.listed)
 
 
 def applicable(evaluation: Evaluation, source: Source) -> Optional[str]:
@@ -508,10 +510,12 @@ def _unit(batch, config, source, explainers, evaluations, plain, groups, needed,
     unreadable = [[unit_indices[k], source.names[unit_indices[k]],
                    None if source.labels is None else source.labels[unit_indices[k]],
                    str(batch["error"][k])] for k in np.flatnonzero(~valid)]
-    if bar is not None:
-        for entry in unreadable:
-            bar.write(f"warning: skipping unreadable image {entry[1]} ({entry[3]})",
-                      file=sys.stderr)
+    for entry in unreadable:
+        text = f"warning: skipping unreadable image {entry[1]} ({entry[3]})"
+        if bar is not None:
+            bar.write(text, file=sys.stderr)
+        elif ctx.is_main or ctx.world_size > 1:
+            print(text, file=sys.stderr, flush=True)
     indices = [unit_indices[r] for r in rows]
     names = [batch["_names"][r] for r in rows]
     labels = None if source.labels is None else [source.labels[i] for i in indices]

@@ -8,7 +8,8 @@ them out.
 - ``schema``, ``schema_version``, ``created`` (UTC, ISO 8601);
 - ``model``: ``name``, ``checkpoint``, ``checkpoint_sha256``, ``input_size``, ``grid``,
   ``mean``, ``std``;
-- ``dataset``: ``name``, ``data_root``, ``split``, ``images`` (listed), ``evaluated``
+- ``dataset``: ``name``, ``data_root``, ``split``, ``listed``, ``images`` (used, after
+  ``--limit``), ``evaluated``
   (readable images), ``unreadable``;
 - ``settings``: ``batch_size``, ``score_batch_size``, ``precision``, ``decode``, ``options``;
 - ``methods``: per method ``name``, ``label``, ``seconds`` (its maps and evaluations),
