@@ -364,9 +364,11 @@ STORE_READ_BATCH = 32
 
 
 def _plain_records(evaluations: Sequence[Evaluation], maps, batch: Dict[str, Any], rows,
-                   labels, predictions, model, geometry, precision: str
+                   labels, predictions, model, geometry, precision: str, explainer=None
                    ) -> Dict[str, List[Dict[str, Any]]]:
-    """Every evaluation but the re-scoring ones: records of the readable ``rows`` of a unit."""
+    """Every evaluation but the re-scoring ones: records of the readable ``rows`` of a unit.
+    ``explainer`` (the method's) reaches them as ``EvalBatch.extra["explainer"]``, for an
+    evaluation that explains again (e.g. on a randomised copy of the model)."""
     records = {}
     indices = [int(batch["index"][r]) for r in rows]
     for ev in evaluations:
@@ -380,7 +382,8 @@ def _plain_records(evaluations: Sequence[Evaluation], maps, batch: Dict[str, Any
             source_boxes=[batch["_source_boxes"][r] for r in rows]
             if "_source_boxes" in batch else None,
             sizes=[tuple(batch["size"][r].tolist()) for r in rows] if "size" in batch else None,
-            masks=batch["mask"][rows].numpy() if "mask" in batch else None)
+            masks=batch["mask"][rows].numpy() if "mask" in batch else None,
+            extra={"explainer": explainer})
         records[ev.name] = ev.score(eval_batch)
     return records
 
@@ -550,7 +553,7 @@ def _unit(batch, config, source, explainers, evaluations, plain, groups, needed,
         if rows:
             maps = _maps_for(explainers[method], inputs, predictions, labels, needed)
             records = _plain_records(evaluations, maps, sub, rows, labels, predictions, model,
-                                     geometry, config.precision)
+                                     geometry, config.precision, explainers[method])
             for target in {t for t, _ in groups}:
                 caches[method].write(target, indices, maps[target].detach().float().cpu().numpy())
             if caches:
