@@ -57,12 +57,13 @@ def main(args: argparse.Namespace) -> int:
     from agcam.study.table import doc_lines, write_doc
 
     methods = resolve_methods(args.method, flag=typed(args, "method"))
-    check_at_least(args, "limit_per_class", "batch_size")
+    check_at_least(args, "limit_per_class", "limit", "batch_size")
     render(args.out, args.figure, methods, args.image_names or DEFAULT_IMAGES, args.pair,
            device=args.device)
     if not args.no_table:
         results, pairs, seconds = study_table(args, methods, args.runs)
-        command = "agcam figures" + (f" --limit_per_class {args.limit_per_class}"
-                                     if args.limit_per_class else "")
+        command = "agcam figures" + "".join(
+            f" --{flag} {getattr(args, flag)}" for flag in ("limit_per_class", "limit")
+            if getattr(args, flag))
         print(f"wrote {write_doc(args.doc, doc_lines(results, pairs, command, seconds))}")
     return 0

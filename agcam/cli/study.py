@@ -18,6 +18,7 @@ import argparse
 from agcam.cli.common import (
     add_batch_size_arg,
     add_device_arg,
+    add_limit_arg,
     add_method_arg,
     add_out_arg,
     check_at_least,
@@ -34,6 +35,7 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit_per_class", type=int, default=None, metavar="N",
                         help="only the first N held-out images of each class, in name order "
                              "(default: all 20 of each)")
+    add_limit_arg(parser)
     add_batch_size_arg(parser, 16)
     add_device_arg(parser)
     parser.add_argument("--fresh", action="store_true",
@@ -57,9 +59,10 @@ def study_table(args: argparse.Namespace, methods, runs: str, log=print):
     figures)."""
     from agcam.study.table import merge_results, pair_results, run_methods, study_methods
 
-    check_at_least(args, "limit_per_class", "batch_size")
+    check_at_least(args, "limit_per_class", "limit", "batch_size")
     methods = study_methods(methods)
-    parts = run_methods(runs, methods, per_class=args.limit_per_class, device=args.device,
+    parts = run_methods(runs, methods, per_class=args.limit_per_class, limit=args.limit,
+                        device=args.device,
                         batch_size=args.batch_size, fresh=args.fresh, log=log)
     results = merge_results(parts)
     pairs = [] if getattr(args, "no_pairs", False) else \
