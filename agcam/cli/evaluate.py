@@ -29,7 +29,8 @@ from agcam.cli.common import (
 
 #: the evaluations, for --help without importing them (checked against the registry by a test)
 EVALUATION_NAMES = ("localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
-                    "deletion", "segmentation", "pointing", "completeness", "saco")
+                    "deletion", "segmentation", "pointing", "completeness", "saco",
+                    "randomisation")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

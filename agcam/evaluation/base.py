@@ -24,11 +24,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 EVALUATION_MODULES = ("agcam.evaluation.localization", "agcam.evaluation.wsol",
                       "agcam.evaluation.abpc", "agcam.evaluation.perturbation",
                       "agcam.evaluation.segmentation", "agcam.evaluation.pointing",
-                      "agcam.evaluation.completeness", "agcam.evaluation.saco")
+                      "agcam.evaluation.completeness", "agcam.evaluation.saco",
+                      "agcam.evaluation.randomisation")
 #: the order of ``--eval all`` and of the report's tables
 EVALUATION_ORDER = ("localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
                     "deletion", "segmentation", "pointing", "completeness",
-                    "saco")
+                    "saco", "randomisation")
 EVALUATIONS: Dict[str, type] = {}
 _loaded = False
 
