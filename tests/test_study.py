@@ -161,3 +161,26 @@ def test_the_commands_refuse_bad_input_in_one_line(tmp_path, capsys):
         assert entry(argv) == 2, argv
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (argv, lines)
+
+
+def test_the_floors_ignore_the_model_and_are_seeded():
+    import torch
+
+    from agcam.registry import get_explainer
+    from models.vit import create_model
+    model = create_model("vit_agcam_learnt")
+    images = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    images[2] = images[0]
+    predictions, noise = get_explainer("random", model).explain(images)
+    with torch.no_grad():
+        assert torch.equal(predictions, model(images).argmax(1))
+    assert noise.shape == (3, 7, 7) and not torch.equal(noise[0], noise[1])
+    assert torch.equal(noise[0], noise[2])                 # a map of the image's bytes
+    _, again = get_explainer("random", model).explain(images[1:2])
+    assert torch.equal(again[0], noise[1])                 # alone or in a batch
+    _, other = get_explainer("random", model, seed=1).explain(images[:1])
+    assert not torch.equal(other[0], noise[0])
+    _, centre = get_explainer("centre", model).explain(images)
+    assert torch.equal(centre[0], centre[1]) and int(centre[0].argmax()) == 24   # (3, 3)
+    assert torch.allclose(centre[0], centre[0].flip(0)) and torch.allclose(centre[0],
+                                                                            centre[0].T)
