@@ -55,7 +55,7 @@ def peak_object(heatmap, item, scale):
     return None
 
 
-@pytest.mark.parametrize("method", ["agcam", "grad_eclip"])
+@pytest.mark.parametrize("method", ["agcam"])
 def test_colour_prompts_light_different_objects(method):
     from agcam.maps import to_heatmap
     from agcam.study.clip import _tensors
