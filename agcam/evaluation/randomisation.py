@@ -26,25 +26,30 @@ Kaiming-uniform weights and uniform biases for ``Linear``/``Conv2d``; ones and z
 ``torch.random.fork_rng`` so the caller's random state is untouched, and every batch gets the
 same randomised models (a map depends on its image only, not on its batch).
 
-**The maps.** After each step (or at ``randomisation_steps`` evenly spaced steps, always the
-last), the method is built anew on the randomised copy with
+**The maps.** After each step (or, with ``randomisation_steps`` = k, after steps
+``n * i // k`` for i = 1..k of the n steps: evenly spaced, the last always), the method is built
+anew on the randomised copy with
 ``get_explainer(explainer.name, copy, precision=explainer.precision)``, i.e. with the method's
 **default options** (the options the run's explainer was built with cannot be recovered from
 it), and explains the same images for the same class as the original map: the predicted class
 of the unrandomised model. Both maps are made float64, their absolute value taken
 (``randomisation_abs``, default on, Quantus' ``abs=True``) and divided by their maximum absolute
-value (Quantus' ``normalise_by_max``; an all-zero map stays zero).
+value (Quantus' ``normalise_by_max``; an all-zero map stays zero). Each map is divided by its own
+maximum: Quantus' MPRT calls ``normalise_by_max`` on the whole batch, whose default axes include
+the batch's, so there a map's scale depends on its batch neighbours (Spearman is unchanged by
+that; SSIM is not).
 
 **The similarities**, per image and step:
 
 - ``spearman``: Spearman's rank correlation of the two flattened maps
   (``scipy.stats.spearmanr``, Quantus' ``correlation_spearman``, MPRT's default); NaN where a map
   is constant;
-- ``ssim``: ``skimage.metrics.structural_similarity`` of the two 2-D maps with
-  ``data_range=1.0`` (the normalised maps lie in [0, 1], or [-1, 1] without ``abs``; Quantus'
-  ``ssim`` takes 1.0 for maps whose values do not exceed 1) and skimage's 7 x 7 window, or the
-  largest odd window that fits a smaller map. Quantus' MPRT would give SSIM the flattened maps
-  (a 1-D signal); here it sees them as images, as in the paper.
+- ``ssim``: ``skimage.metrics.structural_similarity`` of the two 2-D maps with ``data_range``
+  the range of the two maps' values together (max - min; Quantus 0.6's ``ssim``) and skimage's
+  7 x 7 window, or the largest odd window that fits a smaller map (skimage refuses a window
+  larger than the map); NaN where both maps are one constant or a side is under 3. Quantus' MPRT
+  would give SSIM the flattened maps (a 1-D signal); here it sees them as images, as in the
+  paper.
 
 **The summary**: ``curve`` (the mean Spearman per step, the report's curve), ``ssim_curve``,
 ``layers`` (the step names), ``spearman`` (the one number: mean Spearman over images and steps,
@@ -119,7 +124,7 @@ def checkpoints(num_steps: int, wanted: int) -> List[int]:
     ``num_steps``), else ``wanted`` evenly spaced ones, the last (full randomisation) always."""
     if wanted <= 0 or wanted >= num_steps:
         return list(range(num_steps))
-    return sorted({int(round(x)) - 1 for x in np.linspace(1, num_steps, wanted)})
+    return sorted({(num_steps * i) // wanted - 1 for i in range(1, wanted + 1)})
 
 
 def normalise(a, absolute: bool = True) -> np.ndarray:
@@ -141,15 +146,17 @@ def spearman(a, b) -> float:
         return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
 
 
-def ssim(a, b, data_range: float = 1.0) -> float:
-    """SSIM of two 2-D maps (skimage, ``data_range``, a 7 x 7 window or the largest odd one
-    that fits)."""
+def ssim(a, b) -> float:
+    """SSIM of two 2-D maps (skimage) with ``data_range`` the range of the two maps together
+    (Quantus' ``ssim``) and a 7 x 7 window, or the largest odd one that fits a smaller map."""
     from skimage.metrics import structural_similarity
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     side = min(a.shape[-2:])
     window = min(7, side if side % 2 else side - 1)
-    if window < 3:
+    both = np.concatenate([a, b])
+    data_range = float(np.abs(both.max() - both.min()))
+    if window < 3 or data_range == 0:
         return float("nan")
     return float(structural_similarity(a, b, win_size=window, data_range=data_range))
 
@@ -192,8 +199,8 @@ class Randomisation(Evaluation):
                 f"module's reset_parameters() after torch.manual_seed({self.seed + 1}), as "
                 f"Quantus' MPRT), the method rebuilt with its default options; "
                 f"{'|map|' if self.absolute else 'map'} / max|map|; Spearman (flattened) and "
-                f"SSIM (2-D, data_range 1) against the original map; fails if the mean "
-                f"Spearman at full randomisation exceeds {self.threshold:g}")
+                f"SSIM (2-D, data_range: the pair's range, as Quantus) against the original "
+                f"map; fails if the mean Spearman at full randomisation exceeds {self.threshold:g}")
 
     def score(self, batch: EvalBatch) -> List[Dict[str, Any]]:
         import copy
