@@ -26,6 +26,7 @@ from agcam.cli.common import (
     add_method_arg,
     add_model_args,
     add_out_arg,
+    add_prompts_arg,
     add_run_args,
     check_out_dir,
     check_run_args,
@@ -58,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "the best threshold over the split; percent (docs/localization.md)")
     add_maxboxacc_step_arg(parser)
     add_model_args(parser)
+    add_prompts_arg(parser)
     add_run_args(parser)
     add_out_arg(parser, "a folder for localization_<method>.csv (per image) and "
                 "localization_<method>.json (means) per method, and the table of every method, "

@@ -28,6 +28,7 @@ from agcam.cli.common import (
     add_method_arg,
     add_model_args,
     add_out_arg,
+    add_prompts_arg,
     add_run_args,
     check_run_args,
     dataset_from_args,
@@ -65,6 +66,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "insertion/deletion and Chefer's 'top' test); recorded in the file "
                              "(default: label)")
     add_model_args(parser)
+    add_prompts_arg(parser)
     add_run_args(parser)
     return parser
 

@@ -71,19 +71,16 @@ def test_registry_metadata():
 #: contract does not depend on them; each method's own test module checks its defaults against
 #: its reference
 CHEAP_OPTIONS = {"tam": dict(steps=2), "bt_h": dict(steps=2), "bt_t": dict(steps=2),
-                 "libra_ig": dict(steps=2), "vitcx": dict(distance_threshold=1.5)}
+                 "libra_ig": dict(steps=2), "vitcx": dict(distance_threshold=1.5),
+                 "ig": dict(steps=4), "smoothgrad": dict(samples=4)}
 
 
 def explainer_for(method, model, **kwargs):
     return get_explainer(method, model, **CHEAP_OPTIONS.get(method, {}), **kwargs)
 
 
-#: methods that run the model 50 times an image (captum's IG steps, SmoothGrad samples): their
-#: variant sweep takes 5-20 s a variant on the test machine and 100-150 s on the 24x24 ViT-B, so
-#: it is marked slow; their batch, target and precision contracts below run on every run
-EXPENSIVE = ("ig", "smoothgrad")
-VARIANT_METHODS = [pytest.param(m, marks=pytest.mark.slow) if m in EXPENSIVE else m
-                   for m in METHODS]
+#: the variant sweep runs every method (the many-pass ones with CHEAP_OPTIONS)
+VARIANT_METHODS = list(METHODS)
 
 
 @pytest.mark.parametrize("method", VARIANT_METHODS)

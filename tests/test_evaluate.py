@@ -181,3 +181,24 @@ def test_evaluation_names_for_help_match_the_registry():
     from agcam.cli.evaluate import EVALUATION_NAMES
     from agcam.evaluation.base import available_evaluations
     assert tuple(EVALUATION_NAMES) == available_evaluations()
+
+
+def test_zero_shot_from_a_prompts_file(tmp_path, capsys):
+    """--prompts FILE: the evaluations run the zero-shot classifier of an image-text model, one
+    prompt per class; a file with the wrong count is one line naming it."""
+    from agcam.datasets.synthetic import CLASSES
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"a {name} shape" for name in CLASSES) + "\n")
+    argv = ["--model", "clip_agcam_learnt", "--device", "cpu", "--num_workers", "0",
+            "--no_progress", "--dataset", "synthetic", "--data_root",
+            ROOT / "samples" / "synthetic" / "ILSVRC", "--limit", "2", "--method", "agcam",
+            "--eval", "localization", "--batch_size", "2"]
+    assert evaluate([*argv, "--prompts", prompts, "--out", tmp_path / "run"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["results"]["agcam"]["localization"]["num_images"] + \
+        results["results"]["agcam"]["localization"]["misclassified"] == 2
+    capsys.readouterr()
+    prompts.write_text("a red shape\n")
+    assert evaluate([*argv, "--prompts", prompts, "--out", tmp_path / "bad"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--prompts {prompts}: 1 prompts for a data set of 8 classes" in line

@@ -101,6 +101,15 @@ def add_out_arg(parser: argparse.ArgumentParser, what: str, default: Optional[st
                         action=_Typed, help=f"where the output goes: {what} ({suffix})")
 
 
+def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
+    """``--prompts FILE``: explain the zero-shot classifier of an image-text ``--model``."""
+    parser.add_argument("--prompts", default=None, metavar="FILE",
+                        help="one text prompt per class of the data set, one a line: the "
+                             "model is then the zero-shot classifier of the image-text --model "
+                             "(CLIP: hf:..., open_clip:..., clip_agcam_learnt) on them "
+                             "(default: none, --model is a classifier)")
+
+
 def add_limit_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only the first N images, in name order (default: every image)")
@@ -355,15 +364,30 @@ def check_head(model, spec, args: argparse.Namespace) -> None:
 def start_run(args: argparse.Namespace, spec=None):
     """The common start of a data script: process group (under torchrun; one process otherwise),
     arguments printed by rank 0, seed, model (its head checked against the data set ``spec``
-    when given). Returns ``(ctx, model)``; the caller ends with
+    when given). With ``--prompts FILE`` (where a command has it) the model is the zero-shot
+    classifier of the image-text model ``--model`` on those prompts, one per class
+    (:func:`agcam.clip.prompt_classifier`). Returns ``(ctx, model)``; the caller ends with
     ``agcam.distributed.cleanup(ctx)``."""
     from agcam import distributed
+    prompts = None
+    if getattr(args, "prompts", None) is not None:   # checked before any heavy start
+        from agcam.clip import load_prompts
+        prompts = load_prompts(args.prompts, spec.num_classes if spec is not None else None)
     ctx = distributed.init_distributed(resolve_device(args.device))
     try:
         if ctx.is_main:
             print_args(args)
         seed_everything(args.seed)
-        model = model_from_args(args, ctx.device)
+        if prompts is not None:
+            from agcam.clip import prompt_classifier
+            from models.vit import ModelError
+            try:
+                model = prompt_classifier(args.model, prompts, checkpoint=args.checkpoint,
+                                          device=ctx.device)
+            except ModelError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            model = model_from_args(args, ctx.device)
         if spec is not None:
             check_head(model, spec, args)
     except BaseException:

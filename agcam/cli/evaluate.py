@@ -23,6 +23,7 @@ from agcam.cli.common import (
     add_model_args,
     add_out_arg,
     add_perturbation_args,
+    add_prompts_arg,
     add_run_args,
     check_run_args,
 )
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the data set's folder (for imagenet_seg: the folder holding "
                              "gtsegs_ijcv.mat, or the file)")
     add_model_args(parser)
+    add_prompts_arg(parser)
     add_run_args(parser)
     add_out_arg(parser, "the report (results.json, a CSV per evaluation, report.md, "
                 "report.html) and the run's records, which a rerun resumes from",
@@ -111,7 +113,8 @@ def main(args: argparse.Namespace) -> int:
         score_batch_size=args.score_batch_size, precision=args.precision, decode=args.decode,
         num_workers=args.num_workers, progress=not args.no_progress,
         options={"thresholds": list(args.threshold), "maxboxacc_step": args.maxboxacc_step,
-                 "auc": args.auc, "rise_step": args.rise_step})
+                 "auc": args.auc, "rise_step": args.rise_step},
+        prompts=os.path.abspath(args.prompts) if args.prompts else None)
     ctx, model = start_run(args, spec)
     try:
         results = run(config, model, ctx, log=lambda text: print(text, flush=True))

@@ -52,7 +52,8 @@ RUN_FORMAT_VERSION = 1
 EXAMPLE_IMAGES = 4
 #: settings that decide the numbers: a resumed run must have the same
 DECISIVE = ("model", "checkpoint", "checkpoint_sha256", "dataset", "data_root", "split",
-            "limit", "batch_size", "score_batch_size", "precision", "decode", "options")
+            "limit", "batch_size", "score_batch_size", "precision", "decode", "options",
+            "prompts")
 
 
 @dataclass
@@ -77,6 +78,8 @@ class RunConfig:
     progress: bool = True
     #: evaluation options: thresholds, maxboxacc_step, auc, rise_step
     options: Dict[str, Any] = field(default_factory=dict)
+    #: the prompts file of a zero-shot classifier (--prompts), if the model is one
+    prompts: Optional[str] = None
 
 
 # -- the one prediction ----------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 VARIANTS = {
     "vit_tiny_patch16_224": ((14, 14), 1, 2),
     "vit_small_patch32_224": ((7, 7), 1, 2),
-    "vit_base_patch16_384": ((24, 24), 1, 1),
+    # the 24x24 grid of 384-pixel inputs (ViT-Ti: the geometry, at a 16th of ViT-B/384's cost)
+    "vit_tiny_patch16_384": ((24, 24), 1, 2),
     "deit_tiny_distilled_patch16_224": ((14, 14), 2, 2),
     "deit3_small_patch16_224": ((14, 14), 1, 2),
     # a CLIP zero-shot head (agcam.clip): projection, L2 normalisation, prompt embeddings
