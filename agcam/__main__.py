@@ -32,7 +32,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                            "batched perturbation tests against a one-image loop, side by side"),
     "bench-evaluate": ("agcam.cli.bench_evaluate",
                        "agcam evaluate against the six separate runs, side by side"),
-    "bench-lrp": ("agcam.bench.lrp",
+    "bench-lrp": ("agcam.cli.bench_lrp",
                   "LRP against its forward pass, an older LRP or the released save_h5.py"),
     "bench-startup": ("agcam.cli.bench_startup",
                       "start-up time of every script and command: --help and a usage error"),

@@ -39,7 +39,7 @@ def test_prompt_title():
 
 
 def test_bench_clip_times_a_prompt_against_the_forward(capsys):
-    code = entry(["bench", "--clip", "clip_agcam_learnt", "--prompts", "red", "blue",
+    code = entry(["bench", "--clip", "clip_agcam_learnt", "--clip_text", "red", "blue",
                   "--batch_sizes", "1", "--repeats", "1", "--method", "grad_eclip",
                   "--abpc_images", "0", "--device", "cpu"])
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Benchmark: LRP (Transformer Attribution) side by side, in one run, in turns.
+"""Benchmark: LRP (Transformer Attribution) side by side, in one run, in turns (the command's
+flags: agcam/cli/bench_lrp.py).
 
     agcam bench-lrp [--images 12] [--repeats 3] [--threads 2] [--before FILE]
     agcam bench-lrp --whole --data_root DIR --checkpoint FILE --released_command "CMD" [--repeats 1]
@@ -29,31 +30,6 @@ import time
 from typing import Callable, Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--model", default="vit_base_patch16_224")
-    parser.add_argument("--images", type=int, default=12,
-                        help="images in the in-process batch (default: 12)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="turns; the median is reported (default: 3)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads, in-process and OMP_NUM_THREADS of the whole "
-                             "processes (default: 2)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--before", default=None, metavar="FILE",
-                        help="an older baselines/lrp.py, timed in turns with ours")
-    parser.add_argument("--whole", action="store_true",
-                        help="time whole save_h5.py processes against --released_command")
-    parser.add_argument("--data_root", default=None,
-                        help="--whole: the ILSVRC-layout folder both runs explain")
-    parser.add_argument("--checkpoint", default=None,
-                        help="--whole: the weights our save_h5.py loads (the released run "
-                             "loads its own)")
-    parser.add_argument("--released_command", default=None, metavar="CMD",
-                        help="--whole: shell command running the released save_h5.py --method "
-                             "lrp on the same images")
-    return parser
 
 
 def _load_before(path: str):
@@ -157,15 +133,12 @@ def bench_whole(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from agcam.errors import UsageError
+    if args.device is None:
+        from agcam.runtime import resolve_device
+        args.device = str(resolve_device(None))
     if args.repeats < 1 or args.images < 1:
         raise UsageError("--repeats and --images must be at least 1")
     if args.before is not None and not os.path.isfile(args.before):
         raise UsageError(f"--before {args.before}: not a file")
     return bench_whole(args) if args.whole else bench_in_process(args)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser("agcam bench-lrp", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_arguments(parser)
 

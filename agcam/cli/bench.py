@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="time the zero-shot classifier of an image-text model instead "
                              "(clip_agcam_learnt, hf:<repo>, open_clip:<arch>/<pretrained>; its "
                              "own weights): the cost of explaining a prompt against a forward")
-    parser.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT",
+    parser.add_argument("--clip_text", nargs="+", default=None, metavar="PROMPT",
                         help="the prompts of --clip (default: 'a photo of a cat' 'a photo of "
                              "a dog')")
     return parser
