@@ -102,7 +102,7 @@ def test_report_files_and_schema(runs):
     assert all(m["seconds"] > 0 for m in results["methods"])
     names = [e["name"] for e in results["evaluations"]]
     assert names == ["localization", "maxboxacc", "abpc", "positive", "negative", "insertion",
-                     "deletion", "pointing", "completeness", "saco"]
+                     "deletion", "pointing", "completeness", "saco", "randomisation"]
     assert results["skipped_evaluations"] == {"segmentation": "the ilsvrc data set has no masks"}
     assert results["records_bytes"] > 0 and {"torch", "timm"} <= set(results["versions"])
     for name in names:
@@ -110,7 +110,7 @@ def test_report_files_and_schema(runs):
         assert header.startswith("method,label,num_images")
     page = (out / "report.html").read_text()
     assert page.count("<table>") == len(names) + 1 and "class='best'" in page
-    assert page.count("data:image/png;base64,") == 6   # 5 curve figures and the example grid
+    assert page.count("data:image/png;base64,") == 7   # 6 curve figures and the example grid
     markdown = (out / "report.md").read_text()
     # the best ABPC is bold in its row
     best = max(METHODS, key=lambda m: results["results"][m]["abpc"]["abpc"])

@@ -226,7 +226,8 @@ def curve_figures(results: Dict[str, Any]) -> Dict[str, str]:
                     x = list(range(len(summary[key])))
                 ax.plot(x, summary[key], label=label, linewidth=1.2)
             ax.set_title(f"{evaluation['label']}" + (f": {title}" if title else ""))
-            ax.set_xlabel("fraction of pixels" if name != "insertion" and name != "deletion"
+            ax.set_xlabel("layers randomised, head first" if name == "randomisation" else
+                          "fraction of pixels" if name != "insertion" and name != "deletion"
                           else "fraction of pixels changed")
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=7, loc="best")
