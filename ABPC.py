@@ -50,12 +50,12 @@ def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespac
     from agcam import distributed
     from agcam.evaluation.abpc import (
         abpc_curves,
-        merge_curves,
         report_lines,
         summarize,
         write_csv,
         write_report,
     )
+    from agcam.evaluation.curves import merge_results
     from models.vit import model_geometry
 
     geometry = model_geometry(model)
@@ -69,7 +69,7 @@ def evaluate_store(store, method: str, spec, model, ctx, args: argparse.Namespac
     parts = distributed.gather_to_main([curves], ctx)
     if not ctx.is_main:
         return None
-    curves = merge_curves(parts)
+    curves = merge_results(parts)
     if curves.num_images == 0:
         raise UsageError(f"{store.path}: no readable image to evaluate")
     summary = summarize(curves, method, spec.name, spec.prefix)

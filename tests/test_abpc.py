@@ -18,8 +18,8 @@ from agcam.datasets import ValDataset, find_samples
 from agcam.evaluation.abpc import (
     NUM_STEPS,
     STEPS,
-    Curves,
     abpc_curves,
+    abpc_results,
     perturb,
     pixel_counts,
     removal_mask,
@@ -124,7 +124,7 @@ def test_perturb_zeroes_every_channel_of_the_removed_pixels():
 def test_summaries_are_means_of_means():
     lerf = np.array([[1.0] * NUM_STEPS, [0.5] * NUM_STEPS])
     morf = np.array([[0.0] * NUM_STEPS, [0.5] * NUM_STEPS])
-    summary = summarize(Curves(names=["a", "b"], labels=[0, 1], lerf=lerf, morf=morf), "x")
+    summary = summarize(abpc_results(["a", "b"], [0, 1], lerf, morf), "x")
     assert summary["auc_lerf"] == 0.75 and summary["auc_morf"] == 0.25
     assert summary["abpc"] == 0.5 and summary["num_images"] == 2
 

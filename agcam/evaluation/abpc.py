@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from agcam.evaluation.curves import (
+    CurveResults,
     NormalizedConstant,
     PerturbationTest,
     Ranking,
@@ -82,26 +82,22 @@ def perturb(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return images.masked_fill(mask.to(images.device).view(batch, 1, height, width), 0.0)
 
 
-@dataclass
-class Curves:
-    """Per-image perturbation curves: ``lerf`` and ``morf`` are ``[n, NUM_STEPS]`` float64."""
-
-    names: List[str]
-    labels: List[int]
-    lerf: np.ndarray
-    morf: np.ndarray
-    steps: Tuple[float, ...] = STEPS
-    forward_passes: int = 0
-    indices: List[int] = field(default_factory=list)
-
-    @property
-    def num_images(self) -> int:
-        return len(self.names)
+def abpc_results(names: Sequence[str], labels: Sequence[int], lerf, morf,
+                 indices: Optional[Sequence[int]] = None) -> CurveResults:
+    """Per-image LeRF and MoRF curves (``[n, NUM_STEPS]``) as the engine's one result type,
+    :class:`agcam.evaluation.curves.CurveResults` (``results.lerf``, ``results.morf``)."""
+    lerf = np.asarray(lerf, dtype=np.float64).reshape(len(names), NUM_STEPS)
+    morf = np.asarray(morf, dtype=np.float64).reshape(len(names), NUM_STEPS)
+    return CurveResults(tests=abpc_tests(), names=list(names), labels=list(labels),
+                        curves={"lerf": lerf, "morf": morf},
+                        positions={"lerf": list(STEPS), "morf": list(STEPS)}, counts={},
+                        indices=list(indices) if indices is not None else
+                        list(range(len(names))))
 
 
 def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
                 progress: bool = False, total: Optional[int] = None,
-                precision: str = "fp32") -> Curves:
+                precision: str = "fp32") -> CurveResults:
     """LeRF and MoRF curves of every image in ``batches``: :func:`abpc_tests` run by
     :func:`agcam.evaluation.curves.perturbation_curves`.
 
@@ -113,29 +109,12 @@ def abpc_curves(model: nn.Module, batches: Iterable, batch_size: int = 64,
     through the queue with the perturbed ones (no separate clean pass), step by step, MoRF
     before LeRF: the same batches, hence the same bits, as before the engine.
     """
-    results = perturbation_curves(model, batches, abpc_tests(), batch_size=batch_size,
-                                  precision=precision, clean_forward=False, progress=progress,
-                                  total=total, desc="ABPC")
-    return Curves(names=results.names, labels=results.labels, lerf=results.curves["lerf"],
-                  morf=results.curves["morf"], forward_passes=results.forward_passes,
-                  indices=results.indices)
+    return perturbation_curves(model, batches, abpc_tests(), batch_size=batch_size,
+                               precision=precision, clean_forward=False, progress=progress,
+                               total=total, desc="ABPC")
 
 
-def merge_curves(parts: Sequence[Curves]) -> Curves:
-    """Concatenate curves (e.g. of several processes) in the order of their ``indices``."""
-    names = [n for p in parts for n in p.names]
-    labels = [v for p in parts for v in p.labels]
-    indices = [i for p in parts for i in p.indices]
-    lerf = np.concatenate([p.lerf for p in parts]) if parts else np.zeros((0, NUM_STEPS))
-    morf = np.concatenate([p.morf for p in parts]) if parts else np.zeros((0, NUM_STEPS))
-    order = np.argsort(np.asarray(indices), kind="stable")
-    return Curves(names=[names[i] for i in order], labels=[labels[i] for i in order],
-                  lerf=lerf[order], morf=morf[order],
-                  forward_passes=sum(p.forward_passes for p in parts),
-                  indices=[indices[i] for i in order])
-
-
-def summarize(curves: Curves, method: str, dataset: str = "ilsvrc", prefix: str = "ILSVRC"
+def summarize(curves: CurveResults, method: str, dataset: str = "ilsvrc", prefix: str = "ILSVRC"
               ) -> Dict[str, object]:
     """The released summaries: mean curves, AUC(LeRF), AUC(MoRF) (means over steps of the means
     over images) and ABPC (mean over images and steps of LeRF - MoRF). ``dataset`` and its file
@@ -149,7 +128,7 @@ def summarize(curves: Curves, method: str, dataset: str = "ilsvrc", prefix: str 
         "dataset": dataset,
         "prefix": prefix,
         "num_images": curves.num_images,
-        "steps": [float(s) for s in curves.steps],
+        "steps": [float(s) for s in STEPS],
         "lerf": [float(v) for v in lerf_curve],
         "morf": [float(v) for v in morf_curve],
         "auc_lerf": float(lerf_curve.mean()),
@@ -200,11 +179,11 @@ def write_report(directory: str, summary: Dict[str, object]) -> List[str]:
     return [paths["txt"], paths["json"]]
 
 
-def write_csv(directory: str, curves: Curves, summary: Dict[str, object]) -> List[str]:
+def write_csv(directory: str, curves: CurveResults, summary: Dict[str, object]) -> List[str]:
     """``--csv True``: one row per image (name, label, LeRF and MoRF per step, ABPC) and a PNG of
     the mean curves with the area between them shaded."""
     paths = output_paths(directory, str(summary["method"]), str(summary.get("prefix", "ILSVRC")))
-    steps = [f"{s:.1f}" for s in curves.steps]
+    steps = [f"{s:.1f}" for s in STEPS]
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "label"] + [f"lerf_{s}" for s in steps]
@@ -274,10 +253,7 @@ class ABPC(CurveEvaluation):
                  "morf": [float(v) for v in results.curves["morf"][row]]} for row in rows]
 
     def summarize(self, records, context) -> Dict[str, object]:
-        curves = Curves(names=list(context["names"]), labels=list(context["labels"]),
-                        lerf=np.array([r["lerf"] for r in records], dtype=np.float64)
-                        .reshape(len(records), NUM_STEPS),
-                        morf=np.array([r["morf"] for r in records], dtype=np.float64)
-                        .reshape(len(records), NUM_STEPS))
+        curves = abpc_results(context["names"], context["labels"],
+                              [r["lerf"] for r in records], [r["morf"] for r in records])
         return summarize(curves, context["method"], context.get("dataset", "ilsvrc"),
                          context.get("prefix", "ILSVRC"))

@@ -351,6 +351,13 @@ class CurveResults:
     def num_images(self) -> int:
         return len(self.names)
 
+    def __getattr__(self, name: str):
+        """A test's ``[n, steps]`` curves by its name (``results.lerf``, ``results.deletion``)."""
+        curves = self.__dict__.get("curves")
+        if curves is not None and name in curves:
+            return curves[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or test {name!r}")
+
 
 def _score(kind: str, probs_row: torch.Tensor, top1: int, cls: int, label: int) -> float:
     if kind == "probability":
