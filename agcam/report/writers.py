@@ -112,16 +112,20 @@ def table_rows(results: Dict[str, Any], evaluation: Dict[str, Any]) -> List[List
 
 
 def best_methods(results: Dict[str, Any], evaluation: Dict[str, Any]) -> List[Optional[str]]:
-    """The best method of each column (``None`` where no value), by its direction."""
+    """The best method of each column (the first of tied ones; ``None`` where no value)."""
+    rows = table_rows(results, evaluation)
+    return [next((row[0] for row in rows if row[3 + j] is not None and row[3 + j] == value),
+                 None) for j, value in enumerate(best_values(results, evaluation))]
+
+
+def best_values(results: Dict[str, Any], evaluation: Dict[str, Any]) -> List[Optional[float]]:
+    """The best value of each column by its direction (``None`` where no value): every method
+    that reaches it is marked, ties included."""
     rows = table_rows(results, evaluation)
     best = []
     for j, column in enumerate(evaluation["columns"]):
-        values = [(row[3 + j], row[0]) for row in rows if row[3 + j] is not None]
-        if not values:
-            best.append(None)
-            continue
-        pick = max if column["higher_is_better"] else min
-        best.append(pick(values, key=lambda v: v[0])[1])
+        values = [row[3 + j] for row in rows if row[3 + j] is not None]
+        best.append((max if column["higher_is_better"] else min)(values) if values else None)
     return best
 
 
@@ -153,7 +157,7 @@ def markdown_lines(results: Dict[str, Any]) -> List[str]:
         lines.append(f"- method not run: {name} ({reason})")
     for evaluation in results["evaluations"]:
         rows = table_rows(results, evaluation)
-        best = best_methods(results, evaluation)
+        best = best_values(results, evaluation)
         lines += ["", f"## {evaluation['label']}", "", f"{evaluation['convention']}. "
                   "Best value per column in bold (arrow: which way is better).", ""]
         header = ["method", "images"] + [f"{c['label']} {'↑' if c['higher_is_better'] else '↓'}"
@@ -164,7 +168,7 @@ def markdown_lines(results: Dict[str, Any]) -> List[str]:
             cells = [row[1], _fmt(row[2])]
             for j, value in enumerate(row[3:]):
                 text = _fmt(value)
-                cells.append(f"**{text}**" if best[j] == row[0] and value is not None else text)
+                cells.append(f"**{text}**" if value is not None and value == best[j] else text)
             lines.append("| " + " | ".join(cells) + " |")
         for method in results["methods"]:
             warning = results["results"].get(method["name"], {}).get(
@@ -303,7 +307,7 @@ def html_page(out: str, results: Dict[str, Any]) -> str:
     figures = curve_figures(results)
     for evaluation in results["evaluations"]:
         rows = table_rows(results, evaluation)
-        best = best_methods(results, evaluation)
+        best = best_values(results, evaluation)
         parts.append(f"<h2>{esc(evaluation['label'])}</h2><p class='conv'>"
                      f"{esc(evaluation['convention'])}; best value per column marked.</p>")
         head = "".join(f"<th>{esc(c['label'])} {'↑' if c['higher_is_better'] else '↓'}</th>"
@@ -311,7 +315,7 @@ def html_page(out: str, results: Dict[str, Any]) -> str:
         parts.append(f"<table><tr><th>method</th><th>images</th>{head}</tr>")
         for row in rows:
             cells = "".join(
-                f"<td class='best'>{_fmt(v)}</td>" if best[j] == row[0] and v is not None
+                f"<td class='best'>{_fmt(v)}</td>" if v is not None and v == best[j]
                 else f"<td>{_fmt(v)}</td>" for j, v in enumerate(row[3:]))
             parts.append(f"<tr><td>{esc(row[1])}</td><td>{_fmt(row[2])}</td>{cells}</tr>")
         parts.append("</table>")
