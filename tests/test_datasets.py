@@ -32,7 +32,7 @@ from agcam.datasets import (
     list_split,
 )
 from agcam.datasets.common import make_loader
-from agcam.evaluation.abpc import abpc_curves
+from agcam.evaluation.abpc import STEPS, abpc_curves
 from agcam.evaluation.localization import evaluate
 from agcam.registry import get_explainer
 from agcam.store import open_store
@@ -301,7 +301,7 @@ def test_save_h5_and_abpc_agree_with_the_ilsvrc_path(setups, tmp_path, capsys, d
         curves = abpc_curves(model, mirror.batches(32, (0.5,) * 3, (0.5,) * 3), batch_size=64,
                              progress=False)
     assert [r["name"] for r in rows] == curves.names
-    steps = [f"{s:.1f}" for s in curves.steps]
+    steps = [f"{s:.1f}" for s in STEPS]
     lerf = np.array([[float(r[f"lerf_{s}"]) for s in steps] for r in rows])
     morf = np.array([[float(r[f"morf_{s}"]) for s in steps] for r in rows])
     assert np.abs(lerf - curves.lerf).max() == 0 and np.abs(morf - curves.morf).max() == 0
