@@ -448,10 +448,17 @@ def run(config: RunConfig, model, ctx=None, log=print, report: bool = True
             groups.setdefault((ev.needs.target, ev.recipe), []).append(ev)
     needed = sorted({ev.needs.target for ev in evaluations})
     cached = sorted({target for target, _ in groups})
+    # one snapshot of what is done, rank 0's, taken before any process writes a line: every
+    # process then deals the same pending units
+    snapshot = None
+    if ctx.is_main:
+        snapshot = sorted((line["method"], line["unit"]) for line in RecordLog.read_all(config.out)
+                          if set(ev.name for ev in plain) <= set(line["records"])
+                          and set(cached) <= set(line.get("cached", [])))
+    done_keys = {tuple(key) for key in distributed.broadcast_from_main(snapshot, ctx)}
     done_lines = {(line["method"], line["unit"]): line
                   for line in RecordLog.read_all(config.out)
-                  if set(ev.name for ev in plain) <= set(line["records"])
-                  and set(cached) <= set(line.get("cached", []))}
+                  if (line["method"], line["unit"]) in done_keys}
     units = work_units(len(source.names), config.batch_size)
     pending = [u for u in units
                if any((m, u[0]) not in done_lines for m in config.methods)]
