@@ -29,12 +29,14 @@ def commands():
         for command in block.replace("\\\n", " ").splitlines():
             command = command.strip()
             if command and "pip install" not in command and "pytest" not in command:
-                found.append(shlex.split(command))
+                found.append(shlex.split(command, comments=True))
     return found
 
 
 def offline(argv, tmp_path):
     """The command with its data and outputs moved to the learnt model and ``tmp_path``."""
+    if argv[0] == "agcam":   # the console script of pip install: the same as python -m agcam
+        argv = ["python", "-m", *argv]
     argv = [sys.executable if a == "python" else a for a in argv]
     script = argv[1]
     replace = {"./ILSVRC": str(ROOT / "samples" / "synthetic" / "ILSVRC"),
@@ -45,6 +47,9 @@ def offline(argv, tmp_path):
                           else [])
     elif script == "ABPC.py":
         argv += ["--model", "vit_agcam_learnt", "--dataset", "synthetic", "--no_progress"]
+    elif argv[1:4] == ["-m", "agcam", "evaluate"]:   # as written, on four images, two methods
+        argv += ["--method", "agcam", "rollout", "--eval", "localization", "abpc", "--limit", "4",
+                 "--num_workers", "0", "--no_progress", "--out", str(tmp_path / "report")]
     return argv
 
 
@@ -73,15 +78,21 @@ def test_the_python_snippet_runs(tmp_path):
 @pytest.mark.slow
 def test_every_command_runs(tmp_path):
     found = commands()
-    scripts = [argv[1] if argv[1] != "-m" else argv[2] for argv in found]
-    assert scripts == ["agcam", "localization.py", "save_h5.py", "ABPC.py"], scripts
+    shown = [" ".join(argv[:3]) for argv in found]
+    assert shown == ["python -m agcam", "python -m agcam", "python localization.py --method",
+                     "python save_h5.py --method", "python ABPC.py --method",
+                     "agcam evaluate --model"], shown
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    # agcam app serves until stopped: its page is driven in tests/test_app_browser.py
+    found = [argv for argv in found if argv[:4] != ["python", "-m", "agcam", "app"]]
     for argv in found:
         argv = offline(argv, tmp_path)
         done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, (argv, done.stderr[-2000:])
-        if argv[1:3] == ["-m", "agcam"]:
+        if argv[1:4] == ["-m", "agcam", "explain"]:
             assert len(list((tmp_path / "out").glob("*.png"))) >= 13
+        elif argv[1:4] == ["-m", "agcam", "evaluate"]:
+            assert (tmp_path / "report" / "report.html").is_file()
         elif argv[1] == "ABPC.py":
             assert re.search(r"^agcam\s+4\s", done.stdout, flags=re.M), done.stdout
