@@ -295,19 +295,6 @@ def report_lines(summary: Dict[str, Any]) -> List[str]:
 WSOL_COLUMNS = ("maxboxacc", "maxboxacc_v2", "v2@30", "v2@50", "v2@70")
 
 
-def wsol_summary(accumulator) -> Dict[str, Any]:
-    """The JSON keys of ``--maxboxacc`` from an :class:`agcam.evaluation.wsol.BoxAccuracy`:
-    ``maxboxacc``, ``maxboxacc_v2``, the per-delta values and best thresholds of both,
-    ``maxboxacc_images`` and ``maxboxacc_step`` (percent)."""
-    result = accumulator.compute()
-    out = {key: result[key] for key in ("maxboxacc", "maxboxacc_v2", "maxboxacc_delta",
-                                        "maxboxacc_v2_delta", "maxboxacc_threshold",
-                                        "maxboxacc_v2_threshold")}
-    out["maxboxacc_images"] = result["num_images"]
-    out["maxboxacc_step"] = result["cam_curve_interval"]
-    return out
-
-
 def wsol_values(summary: Dict[str, Any]) -> List[float]:
     """The :data:`WSOL_COLUMNS` of one summary."""
     delta = summary["maxboxacc_v2_delta"]

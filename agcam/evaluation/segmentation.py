@@ -164,65 +164,6 @@ class SegmentationScores:
                 "num_images": len(images)}
 
 
-# -- the loop under segmentation.py ---------------------------------------------------------------
-
-def evaluate_methods(explainers, loader, progress: bool = True, total=None, warn=None
-                     ) -> Dict[str, Any]:
-    """Score every image ``loader`` yields (:func:`agcam.datasets.imagenet_seg.collate_segmentation`
-    batches) with every method of ``explainers`` (name -> explainer): each batch is read once
-    and explained by each method in turn, for its predicted class.
-
-    Returns ``{"images": {name: [SegmentationImage, ...]}, "unreadable": [index, ...],
-    "seconds": {name: s}}``. Unreadable images are reported through ``warn`` and left out.
-    """
-    import sys
-    import time
-
-    import torch
-    from tqdm import tqdm
-
-    from agcam.maps import to_heatmap
-
-    names = list(explainers)
-    first = explainers[names[0]]
-    device = first.device
-    (height, width), (grid_h, grid_w) = first.geometry.input_size, first.geometry.grid
-    # x patch size = to the input size (the original's scale factor), for a whole patch grid
-    if height % grid_h or width % grid_w:
-        raise ValueError(f"input {height}x{width} is not a whole number of {grid_h}x{grid_w} "
-                         "patches")
-    images: Dict[str, List[SegmentationImage]] = {name: [] for name in names}
-    seconds = dict.fromkeys(names, 0.0)
-    unreadable: List[int] = []
-    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr, desc="segmentation")
-    warn = warn or (lambda text: bar.write(text, file=sys.stderr))
-    try:
-        for batch in loader:
-            indices = batch["index"].tolist()
-            valid = batch["valid"].numpy()
-            for i in np.flatnonzero(~valid):
-                warn(f"warning: skipping unreadable image {indices[i]} ({batch['error'][i]})")
-                unreadable.append(indices[i])
-            rows = np.flatnonzero(valid)
-            if len(rows):
-                inputs = batch["input"][torch.from_numpy(rows)].to(device, non_blocking=True)
-                masks = batch["mask"][torch.from_numpy(rows)].numpy()
-                for name in names:
-                    tick = time.perf_counter()
-                    predictions, maps = explainers[name].explain(inputs)
-                    heatmaps = to_heatmap(maps, (height, width), "localization").cpu().numpy()
-                    for k, row in enumerate(rows):
-                        image = score_image(indices[row], heatmaps[k], masks[k])
-                        image.prediction = int(predictions[k])
-                        images[name].append(image)
-                    seconds[name] += time.perf_counter() - tick
-            bar.update(len(indices))
-    finally:
-        bar.close()
-    return {"images": images, "unreadable": unreadable, "seconds": seconds}
-
-
 def summarize(images: Sequence[SegmentationImage], method: str, extra=None) -> Dict[str, Any]:
     """The JSON summary of one method: ``pixel_accuracy``, ``miou``, ``map`` and the per-class
     IoUs in percent (the papers' unit), the number of images and ``extra``."""
