@@ -13,7 +13,9 @@ class-specific method then explains prompt ``i`` as class ``i``, with no special
 every template, the embeddings are normalised, averaged and normalised again.
 :data:`CLIP_TEMPLATES` are the few the CLIP paper's notebook recommends for ImageNet.
 
-For the evaluations: :func:`load_prompts` reads one prompt per class from a file and
+For the evaluations: :func:`load_prompts` reads one prompt per class from a file (or
+:func:`class_name_prompts` puts the data set's class names in a template, ``--prompts
+classnames``) and
 :func:`prompt_classifier` turns a model name (or model) and the prompts into the classifier.
 """
 from __future__ import annotations
@@ -89,6 +91,37 @@ def classifier_from_embeddings(visual, text, logit_scale, logit_bias=None,
     cfg = dict(getattr(classifier, "pretrained_cfg", None) or {})
     classifier.pretrained_cfg = dict(cfg, num_classes=len(text), label_names=labels)
     return classifier.eval()
+
+
+#: ``--prompts classnames`` (or ``classnames:TEMPLATE``): a prompt per class from the data set's
+#: own class names (:func:`agcam.datasets.class_names`) put in a template
+CLASS_NAMES = "classnames"
+#: the template of ``--prompts classnames`` per data set (others: CLIP's "a photo of a {}.")
+NAME_TEMPLATES = {"synthetic": "a {} shape"}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def is_class_names(value: str) -> bool:
+    """Whether a ``--prompts`` value asks for the data set's class names, not a file."""
+    return value == CLASS_NAMES or value.startswith(CLASS_NAMES + ":")
+
+
+def name_template(value: str, dataset: str, flag: str = "--prompts") -> str:
+    """The template of ``classnames[:TEMPLATE]`` (checked: it holds one ``{}``)."""
+    template = value.partition(":")[2] or NAME_TEMPLATES.get(dataset, DEFAULT_TEMPLATE)
+    if template.count("{}") != 1:
+        raise UsageError(f"{flag} {value}: the template must hold one {{}} where the class name "
+                         "goes, e.g. classnames:'a photo of a {}.'")
+    return template
+
+
+def class_name_prompts(value: str, dataset: str, data_root: Optional[str] = None,
+                       split: Optional[str] = None, flag: str = "--prompts") -> List[str]:
+    """``classnames[:TEMPLATE]``: the template filled with each class name of ``dataset``
+    (``imagenet_seg``: ImageNet's), class ``i`` the ``i``-th prompt."""
+    from agcam.datasets import class_names
+    template = name_template(value, dataset, flag)
+    return [template.format(name) for name in class_names(dataset, data_root, split)]
 
 
 def load_prompts(path: str, num_classes: Optional[int] = None, flag: str = "--prompts"

@@ -48,3 +48,51 @@ def test_bench_clip_times_a_prompt_against_the_forward(capsys):
             (["1", "forward"], ["1", "grad_eclip"])]
     assert len(rows) == 2 and float(rows[0][4]) == 1.0 and float(rows[1][4]) > 0
     assert entry(["bench", "--clip", "nope", "--batch_sizes", "1"]) == 2
+
+
+SEG_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "imagenet_seg")
+
+
+def test_segmentation_runs_on_class_name_prompts(tmp_path, capsys):
+    """``segmentation.py --prompts classnames``: Chefer's segmentation test on the zero-shot
+    classifier of ImageNet's class names in CLIP's "a photo of a {}." (a tiny random HF CLIP from
+    a folder). Its numbers are those of the same test run in Python on a classifier made from
+    the prompts written out here, and a bad template is one line."""
+    import json
+
+    import segmentation
+    from agcam import evaluate, zero_shot
+    from models.clip import create_clip
+    from tests.fixtures.clip.make_tiny_clip import tiny_hf_clip
+
+    folder = str(tmp_path / "clip")
+    tiny_hf_clip(folder)
+    argv = ["--data_root", SEG_FIXTURE, "--method", "agcam", "rollout", "--checkpoint", folder,
+            "--limit", "4", "--no_progress"]
+    args = segmentation.get_args_parser().parse_args(
+        [*argv, "--prompts", "classnames", "--out", str(tmp_path / "seg")])
+    assert segmentation.main(args) == 0
+
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    names = [info.index_to_description(i).split(",")[0] for i in range(1000)]
+    names[134], names[517] = "crane bird", "construction crane"   # both "crane" in WordNet
+    names[639] = "maillot, tank suit"                               # the second "maillot"
+    classifier = zero_shot(create_clip(None, checkpoint=folder),
+                           [f"a photo of a {name}." for name in names])
+    results = evaluate(classifier, methods=["agcam", "rollout"], evals=["segmentation"],
+                       dataset="imagenet_seg", data_root=SEG_FIXTURE, limit=4,
+                       out=str(tmp_path / "api"))
+    for method in ("agcam", "rollout"):
+        script = json.loads((tmp_path / "seg" / f"segmentation_{method}.json").read_text())
+        api = results["results"][method]["segmentation"]
+        assert script["num_images"] == 4
+        for key in ("pixel_accuracy", "miou", "map"):
+            assert api[key] == script[key], (method, key)
+
+    capsys.readouterr()
+    from agcam.cli.common import script_entry
+    code = script_entry(segmentation.get_args_parser, segmentation.main)(
+        [*argv, "--prompts", "classnames:a {} {}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "must hold one {}" in err[0]

@@ -104,10 +104,12 @@ def add_out_arg(parser: argparse.ArgumentParser, what: str, default: Optional[st
 def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
     """``--prompts FILE``: explain the zero-shot classifier of an image-text ``--model``."""
     parser.add_argument("--prompts", default=None, metavar="FILE",
-                        help="one text prompt per class of the data set, one a line: the "
-                             "model is then the zero-shot classifier of the image-text --model "
-                             "(CLIP: hf:..., open_clip:..., clip_agcam_learnt) on them "
-                             "(default: none, --model is a classifier)")
+                        help="one text prompt per class of the data set, one a line, or "
+                             "'classnames' ('classnames:TEMPLATE') for the data set's class "
+                             "names in 'a photo of a {}.' (in TEMPLATE): the model is then the "
+                             "zero-shot classifier of the image-text --model (CLIP: hf:..., "
+                             "open_clip:..., clip_agcam_learnt) on them (default: none, --model "
+                             "is a classifier)")
 
 
 def add_limit_arg(parser: argparse.ArgumentParser) -> None:
@@ -371,8 +373,13 @@ def start_run(args: argparse.Namespace, spec=None):
     from agcam import distributed
     prompts = None
     if getattr(args, "prompts", None) is not None:   # checked before any heavy start
-        from agcam.clip import load_prompts
-        prompts = load_prompts(args.prompts, spec.num_classes if spec is not None else None)
+        from agcam.clip import class_name_prompts, is_class_names, load_prompts, name_template
+        if is_class_names(args.prompts):
+            name_template(args.prompts, args.dataset)
+            prompts = class_name_prompts(args.prompts, args.dataset, args.data_root,
+                                         getattr(args, "split", None))
+        else:
+            prompts = load_prompts(args.prompts, spec.num_classes if spec is not None else None)
     ctx = distributed.init_distributed(resolve_device(args.device))
     try:
         if ctx.is_main:

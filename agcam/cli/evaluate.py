@@ -93,6 +93,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out}: cannot be created ({exc.strerror})") from None
 
 
+def prompts_setting(value):
+    """What run.json records of ``--prompts``: the file's absolute path, or ``classnames[:...]``
+    as given (the data set's names), or None."""
+    if value is None:
+        return None
+    from agcam.clip import is_class_names
+    return value if is_class_names(value) else os.path.abspath(value)
+
+
 def main(args: argparse.Namespace) -> int:
     from agcam import distributed
     from agcam.cli.common import start_run
@@ -114,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, progress=not args.no_progress,
         options={"thresholds": list(args.threshold), "maxboxacc_step": args.maxboxacc_step,
                  "auc": args.auc, "rise_step": args.rise_step},
-        prompts=os.path.abspath(args.prompts) if args.prompts else None)
+        prompts=prompts_setting(args.prompts))
     ctx, model = start_run(args, spec)
     try:
         results = run(config, model, ctx, log=lambda text: print(text, flush=True))

@@ -7,7 +7,7 @@ shared (:mod:`agcam.datasets.common`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from agcam.datasets import cub, ilsvrc, synthetic, voc
 from agcam.datasets.common import (
@@ -29,7 +29,14 @@ DATASETS = {spec.name: spec for spec in (ilsvrc.SPEC, voc.SPEC, cub.SPEC, synthe
 
 __all__ = ["DATASETS", "get_dataset", "list_split", "IMAGE_EXTENSIONS", "DataError",
            "DatasetSpec", "Listing", "Sample", "ValDataset", "collate", "gt_boxes", "make_loader",
-           "normalize_images", "IMAGENET_WNIDS", "find_samples", "wnid_to_index"]
+           "normalize_images", "IMAGENET_WNIDS", "find_samples", "wnid_to_index",
+           "class_names"]
+
+#: VOC's run-together names, as words (a prompt reads them)
+_VOC_WORDS = {"diningtable": "dining table", "pottedplant": "potted plant",
+              "tvmonitor": "tv monitor"}
+#: the two ImageNet classes whose WordNet descriptions are both "crane" (OpenAI's CLIP names)
+_IMAGENET_SAME = {"n02012849": "crane bird", "n03126707": "construction crane"}
 
 
 def get_dataset(name: str, flag: str = "--dataset") -> DatasetSpec:
@@ -53,3 +60,34 @@ def list_split(spec: DatasetSpec, data_root: str, split: Optional[str] = None,
         raise DataError(f"{flag} {data_root}: no usable image in the {spec.name} {split} split "
                         f"({listing.counts()})")
     return listing
+
+
+def class_names(name: str, data_root: Optional[str] = None, split: Optional[str] = None,
+                flag: str = "--data_root") -> Tuple[str, ...]:
+    """Readable names of the classes of data set ``name``, class ``i`` at ``i``, for text prompts.
+
+    ``ilsvrc`` and ``imagenet_seg`` (whose labels are ImageNet's): the first synonym of each
+    class's WordNet description as timm ships it ("tench", "goldfish"); where two classes share
+    it ("maillot" twice) the whole description is kept, and the two "crane" classes are named as
+    OpenAI's CLIP names them ("crane bird", "construction crane"), so that no two prompts are
+    equal. ``voc``: its names as words ("potted plant"). ``synthetic``: its
+    colour and texture ("red striped"). ``cub``: the names of ``data_root``'s ``classes.txt``
+    without the number and underscores ("Black footed Albatross")."""
+    key = str(name).lower().replace("-", "_")
+    if key in ("ilsvrc", "imagenet_seg"):
+        from timm.data import ImageNetInfo
+        info = ImageNetInfo()
+        full = [_IMAGENET_SAME.get(w, info.label_name_to_description(w)) for w in IMAGENET_WNIDS]
+        first = [d.split(",")[0].strip() for d in full]
+        return tuple(f if first.count(f) == 1 else d for f, d in zip(first, full))
+    if key == "voc":
+        return tuple(_VOC_WORDS.get(n, n) for n in voc.VOC_CLASSES)
+    if key == "synthetic":
+        return tuple(synthetic.CLASSES)
+    spec = get_dataset(key)
+    listing = list_split(spec, data_root, split, limit=1, flag=flag)
+    names = []
+    for raw in listing.class_names:
+        text = raw.split(".", 1)[1] if raw[:3].isdigit() and "." in raw else raw
+        names.append(text.replace("_", " ").strip())
+    return tuple(names)
