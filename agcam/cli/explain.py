@@ -24,6 +24,7 @@ from agcam.cli.common import (
     add_out_arg,
     add_precision_arg,
     check_at_least,
+    check_out_dir,
     model_from_args,
     print_args,
     resolve_device,
@@ -116,11 +117,7 @@ def main(args: argparse.Namespace) -> int:
     target = None if args.target is None else _target(args.target, num_classes, class_names)
     explainers = {m: get_explainer(m, model, precision=args.precision) for m in methods}
     transform = build_transform(model)
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot create the folder "
-                         f"({exc})") from None
+    check_out_dir(args)
 
     paths = list(args.images)
     names = output_names(paths)

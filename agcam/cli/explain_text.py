@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List, Sequence
 
-from agcam.cli.common import UsageError, resolve_device, resolve_methods, typed
+from agcam.cli.common import UsageError, check_out_dir, resolve_device, resolve_methods, typed
 
 EXIT_SOME_FAILED = 1
 
@@ -54,11 +54,7 @@ def explain_prompts(args: argparse.Namespace, names: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
     explainers = {m: get_explainer(m, model, precision=args.precision) for m in methods}
     transform = build_transform(model)
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{typed(args, 'out')} {args.out}: cannot create the folder "
-                         f"({exc})") from None
+    check_out_dir(args)
     failed: List[str] = []
     written = 0
     device = next(model.parameters()).device

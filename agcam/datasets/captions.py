@@ -29,8 +29,7 @@ from agcam.datasets.synthetic import (
     Box,
     _background,
     _object_colours,
-    _object_size,
-    _overlap,
+    _place,
     _shape_mask,
     _texture,
 )
@@ -117,15 +116,7 @@ def sample_captioned(seed: int, index: int, pair: bool = False, size: int = IMAG
     boxes: List[Box] = []
     scale = PAIR_SCALE if len(specs) > 1 else SCALE
     for spec in specs:
-        for _ in range(100):
-            width, height = _object_size(rng, size, scale)
-            x0 = int(rng.integers(0, size - width + 1))
-            y0 = int(rng.integers(0, size - height + 1))
-            candidate = (x0, y0, x0 + width - 1, y0 + height - 1)
-            if not any(_overlap(candidate, b, margin=4) for b in boxes):
-                break
-        else:  # pragma: no cover - the scales leave room for two objects
-            raise RuntimeError(f"no room for a second object (seed {seed}, index {index})")
+        x0, y0, width, height = _place(rng, size, scale, boxes, f"seed {seed}, index {index}")
         boxes.append(_draw(rng, image, tuple(spec), x0, y0, width, height))
     pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return CaptionedImage(pixels, tuple(CaptionedObject(*spec, box)

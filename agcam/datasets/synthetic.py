@@ -220,6 +220,20 @@ def _object_size(rng: np.random.Generator, size: int, scale: Tuple[float, float]
     return width, height
 
 
+def _place(rng: np.random.Generator, size: int, scale: Tuple[float, float],
+           boxes: Sequence[Box], where: str) -> Tuple[int, int, int, int]:
+    """``(x0, y0, width, height)`` of a new object of ``scale``, at a random place at least 4
+    pixels from every box of ``boxes`` (100 draws at most)."""
+    for _ in range(100):
+        width, height = _object_size(rng, size, scale)
+        x0 = int(rng.integers(0, size - width + 1))
+        y0 = int(rng.integers(0, size - height + 1))
+        candidate = (x0, y0, x0 + width - 1, y0 + height - 1)
+        if not any(_overlap(candidate, b, margin=4) for b in boxes):
+            return x0, y0, width, height
+    raise RuntimeError(f"no room for a second object ({where})")  # pragma: no cover
+
+
 def _paint(rng: np.random.Generator, image: np.ndarray, label: int, x0: int, y0: int,
            width: int, height: int) -> Box:
     """Draw object ``label`` into ``image`` with its box's top-left at ``(x0, y0)``; returns the
@@ -261,16 +275,8 @@ def sample_image(seed: int, index: int, pair: bool = False, size: int = IMAGE_SI
     image = _background(rng, size)
     boxes: List[Box] = []
     for obj_label in labels:
-        scale = PAIR_SCALE if pair else SCALE
-        for _ in range(100):
-            width, height = _object_size(rng, size, scale)
-            x0 = int(rng.integers(0, size - width + 1))
-            y0 = int(rng.integers(0, size - height + 1))
-            candidate = (x0, y0, x0 + width - 1, y0 + height - 1)
-            if not any(_overlap(candidate, b, margin=4) for b in boxes):
-                break
-        else:  # pragma: no cover - the scales leave room for two objects
-            raise RuntimeError(f"no room for a second object (seed {seed}, index {index})")
+        x0, y0, width, height = _place(rng, size, PAIR_SCALE if pair else SCALE, boxes,
+                                       f"seed {seed}, index {index}")
         boxes.append(_paint(rng, image, obj_label, x0, y0, width, height))
     pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return SynthImage(pixels, tuple(SynthObject(lb, b) for lb, b in zip(labels, boxes)))
