@@ -43,6 +43,8 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                        "write the synthetic held-out set (boxes right by construction)"),
     "train-learnt": ("agcam.cli.train_learnt",
                      "train vit_agcam_learnt on the synthetic shapes (CPU, seeded)"),
+    "train-clip": ("agcam.cli.train_clip",
+                   "train clip_agcam_learnt on captioned synthetic shapes (CPU, seeded)"),
     "study": ("agcam.cli.study",
               "every method and two floors on the learnt model: one table"),
     "figures": ("agcam.cli.figures",

@@ -44,6 +44,8 @@ MAY_DIFFER = {
     "--threads": ({"default"}, "the trainer of the learnt model runs on one thread by default"),
     "--seed": ({"default"}, "make-synthetic's default is the committed set's seed"),
     "--lr": ({"default"}, "each training recipe's own learning rate"),
+    "--steps": ({"default"}, "each training recipe's own number of steps"),
+    "--pair_fraction": ({"default"}, "each training recipe's own share of two-object images"),
     "--weight_decay": ({"default"}, "each training recipe's own weight decay"),
     "--repeats": ({"default"}, "each benchmark's own number of repeats"),
     "--images": ({"default"}, "each benchmark's own number of images"),

@@ -112,6 +112,36 @@ def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
                              "is a classifier)")
 
 
+def add_training_args(parser: argparse.ArgumentParser, model: str, steps: int, batch_size: int,
+                      pair_fraction: float) -> None:
+    """The flags of the from-scratch trainings (``train-learnt``, ``train-clip``): the recipe's
+    own steps, batch size and share of two-object images as defaults."""
+    parser.add_argument("--steps", type=int, default=steps,
+                        help=f"optimiser steps (default: {steps})")
+    add_batch_size_arg(parser, batch_size)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    parser.add_argument("--warmup", type=int, default=50, help="warm-up steps (default: 50)")
+    parser.add_argument("--weight_decay", type=float, default=0.05,
+                        help="weight decay (default: 0.05)")
+    parser.add_argument("--pair_fraction", type=float, default=pair_fraction,
+                        help=f"share of training images with two objects (default: "
+                             f"{pair_fraction})")
+    add_seed_arg(parser)
+    add_threads_arg(parser, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="data-loader worker processes drawing the images (default: 1)")
+    parser.add_argument("--log_every", type=int, default=50,
+                        help="steps between two log lines (default: 50)")
+    add_out_arg(parser, "the weights file (.safetensors); the log goes beside it as .json",
+                metavar="FILE", default_text=f"the committed models/weights/{model}.safetensors")
+    parser.add_argument("--heldout", default=None,
+                        help="the held-out set to report the accuracy on (default: "
+                             "samples/synthetic/ILSVRC)")
+    parser.add_argument("--fresh_images", type=int, default=1000,
+                        help="fresh single-object images to report the accuracy on "
+                             "(default: 1000)")
+
+
 def add_limit_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only the first N images, in name order (default: every image)")

@@ -98,10 +98,13 @@ def _random_spec(rng: np.random.Generator) -> Spec:
 
 
 def sample_captioned(seed: int, index: int, pair: bool = False, size: int = IMAGE_SIZE,
-                     specs: Optional[Sequence[Spec]] = None) -> CaptionedImage:
+                     specs: Optional[Sequence[Spec]] = None,
+                     scale: Optional[Tuple[float, float]] = None) -> CaptionedImage:
     """Image ``index`` of the stream ``seed``: one object (or with ``pair`` two objects that
     differ in colour, texture and shape, and do not overlap); ``specs`` fixes their
-    ``(colour, texture, shape)`` words. The same arguments give the same image."""
+    ``(colour, texture, shape)`` words, ``scale`` the range of an object's side over the image's
+    (default: the synthetic set's, :data:`SCALE` or :data:`PAIR_SCALE`). The same arguments give
+    the same image."""
     rng = np.random.default_rng([int(seed), int(index), int(pair), 3])
     if specs is None:
         first = _random_spec(rng)
@@ -114,7 +117,7 @@ def sample_captioned(seed: int, index: int, pair: bool = False, size: int = IMAG
                 for k, pool in enumerate(words)))
     image = _background(rng, size)
     boxes: List[Box] = []
-    scale = PAIR_SCALE if len(specs) > 1 else SCALE
+    scale = scale or (PAIR_SCALE if len(specs) > 1 else SCALE)
     for spec in specs:
         x0, y0, width, height = _place(rng, size, scale, boxes, f"seed {seed}, index {index}")
         boxes.append(_draw(rng, image, tuple(spec), x0, y0, width, height))
@@ -124,15 +127,25 @@ def sample_captioned(seed: int, index: int, pair: bool = False, size: int = IMAG
 
 
 def sample_captioned_batch(seed: int, start: int, count: int, pair_fraction: float = 0.0,
-                           size: int = IMAGE_SIZE) -> List[CaptionedImage]:
+                           size: int = IMAGE_SIZE, large_fraction: float = 0.0
+                           ) -> List[CaptionedImage]:
     """Images ``start .. start + count - 1`` of the stream ``seed``; image ``i`` holds two objects
-    when a draw seeded with ``(seed, i, 4)`` falls below ``pair_fraction``."""
+    when a draw seeded with ``(seed, i, 4)`` falls below ``pair_fraction``, and a single object
+    of :data:`LARGE_SCALE` when one seeded with ``(seed, i, 6)`` falls below
+    ``large_fraction``."""
     out = []
     for index in range(start, start + count):
         pair = np.random.default_rng([int(seed), int(index), 4]).random() < pair_fraction
-        out.append(sample_captioned(seed, index, pair=pair, size=size))
+        large = not pair and large_fraction > 0 and \
+            np.random.default_rng([int(seed), int(index), 6]).random() < large_fraction
+        out.append(sample_captioned(seed, index, pair=pair, size=size,
+                                    scale=LARGE_SCALE if large else None))
     return out
 
+
+#: the range of a large object's side over the image's (training draws some: an outline across
+#: more patches is learnt sooner, measured)
+LARGE_SCALE = (0.5, 0.9)
 
 #: the prefixes a training caption starts with
 PREFIXES = ("", "a ", "a photo of a ")

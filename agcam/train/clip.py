@@ -1,19 +1,36 @@
 """Train ``clip_agcam_learnt``: a small CLIP learnt contrastively on captioned synthetic shapes.
 
-    python -m agcam.train.clip                  # writes models/weights/clip_agcam_learnt.*
-    python -m agcam.train.clip --out /tmp/c.safetensors --steps 100     # a shorter run
+    agcam train-clip                       # writes models/weights/clip_agcam_learnt.*
+    agcam train-clip --out /tmp/c.safetensors --steps 100     # a shorter run
 
 Batch ``b`` is images ``b * batch_size ...`` of the stream ``--seed`` of
 :func:`agcam.datasets.captions.sample_captioned_batch` (a ``--pair_fraction`` with two objects that
-differ in colour, texture and shape), each with one caption of one of its objects naming a random
-subset of its colour, texture and shape ("red", "a striped circle", "a photo of a blue plain
-square"), drawn in a data-loader worker. Images go through the held-out files' JPEG settings and
-:func:`models.vit.build_transform` (squash to 112 px, mean and std 0.5).
+differ in colour, texture and shape; a ``--large_fraction`` of the others with one large object),
+each with one caption of one of its objects naming a random subset of its colour, texture and
+shape ("red", "a striped circle", "a photo of a blue plain square"), drawn in a data-loader
+worker. Images go through the held-out files' JPEG settings and :func:`models.vit.build_transform`
+(squash to 112 px, mean and std 0.5).
 
-The loss is CLIP's symmetric cross-entropy over the batch's image-caption similarities, with
-several positives: caption ``j`` is a positive of image ``i`` whenever it describes one of its
-objects (:func:`agcam.datasets.captions.describes`), and each row's (column's) target spreads
-evenly over its positives, so "a red shape" is not pushed away from every other red image.
+The loss is the sum of two contrastive terms over ``logit_scale * cos(image, text)``:
+
+- CLIP's symmetric cross-entropy over the batch's image-caption pairs, with several positives:
+  caption ``j`` is a positive of image ``i`` whenever it describes one of its objects
+  (:func:`agcam.datasets.captions.describes`), and each row's (column's) target spreads evenly
+  over its positives, so "a red shape" is not pushed away from every other red image;
+- ``--attribute_weight`` times a term per attribute (:func:`attribute_loss`): each image against
+  the prompts of every word of one kind ("a red shape" ... "a blue shape"; "striped shape",
+  "plain shape"; "a photo of a circle" ...), the target spread over its objects' words. In the
+  batch term colour alone explains most pairs and the model learnt nothing else (the first
+  committed model: texture and shape at chance); here texture and shape have a term colour
+  cannot lower.
+
+For the first ``--text_lock`` steps the text tower keeps its random weights (only the image
+tower and the scale train). Without the lock both towers sat at a saddle: the prompts of a
+texture or shape word started near each other, the images had no direction to separate along,
+and the text tower learnt to read colour only ("striped shape" and "plain shape" at cosine 1.00,
+measured); fixed random prompts, 0.66 apart, give the image tower directions at once, as the
+fixed class vectors of a classifier do.
+
 AdamW, warm-up then cosine decay, gradient norm clipped to 1; the logit scale is learnt
 (log-parametrised, capped at 100 as in CLIP).
 
@@ -29,10 +46,7 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
-import time
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +55,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from agcam.datasets.captions import (
     COLOUR_WORDS,
+    PREFIXES,
     SHAPE_WORDS,
     TEXTURE_WORDS,
     CaptionedImage,
@@ -50,7 +65,8 @@ from agcam.datasets.captions import (
     sample_captioned_batch,
 )
 from agcam.datasets.synthetic import jpeg_roundtrip
-from agcam.train.learnt import HELDOUT_ROOT, cpu_seconds, learning_rate, load_average
+from agcam.train.common import RunClock, learning_rate, run_record, write_run
+from agcam.train.learnt import HELDOUT_ROOT
 from models.clip import (
     LEARNT_CLIP,
     LEARNT_CLIP_LOG,
@@ -66,9 +82,40 @@ FRESH_SEED = 107
 MAX_SCALE = 100.0
 
 
+#: the attribute kinds of a caption: (name, words, the prompt after the prefix)
+KINDS: Tuple[Tuple[str, Sequence[str], str], ...] = (
+    ("colour", COLOUR_WORDS, "{} shape"), ("texture", TEXTURE_WORDS, "{} shape"),
+    ("shape", SHAPE_WORDS, "{}"))
+
+Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor], List[torch.Tensor]]
+
+
+def attribute_prompts(rng: np.random.Generator) -> List[List[str]]:
+    """Per kind, a prompt per word, all with one random prefix: ``["a red shape", "a yellow
+    shape", ...]``, ``["striped shape", ...]``, ``["a photo of a circle", ...]``."""
+    out = []
+    for _, words, template in KINDS:
+        prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
+        out.append([prefix + template.format(w) for w in words])
+    return out
+
+
+def attribute_targets(items: List[CaptionedImage]) -> List[torch.Tensor]:
+    """Per kind, ``[B, words]``: each object of an image an equal share of its word."""
+    out = []
+    for kind, (name, words, _) in enumerate(KINDS):
+        target = torch.zeros(len(items), len(words))
+        for row, item in enumerate(items):
+            for obj in item.objects:
+                target[row, words.index(getattr(obj, name))] += 1.0 / len(item.objects)
+        out.append(target)
+    return out
+
+
 def captioned_batch(items: List[CaptionedImage], transform, tokenizer, seed: int, step: int,
-                    full: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(images [B, 3, H, W], tokens [B, T], positives [B images, B captions] bool)``."""
+                    full: float = 0.0) -> Batch:
+    """``(images [B, 3, H, W], tokens [B, T], positives [B images, B captions] bool, attribute
+    prompts' tokens per kind, attribute targets per kind)``."""
     rng = np.random.default_rng([seed, step, 5])
     images = torch.stack([transform(jpeg_roundtrip(item.pixels)) for item in items])
     captions, attributes = [], []
@@ -78,21 +125,24 @@ def captioned_batch(items: List[CaptionedImage], transform, tokenizer, seed: int
         captions.append(text)
         attributes.append(attrs)
     positives = torch.tensor([[describes(a, item) for a in attributes] for item in items])
-    return images, tokenizer(captions), positives
+    prompts = [tokenizer(p) for p in attribute_prompts(rng)]
+    return images, tokenizer(captions), positives, prompts, attribute_targets(items)
 
 
 class CaptionedBatches(IterableDataset):
     def __init__(self, seed: int, steps: int, batch_size: int, pair_fraction: float, transform,
-                 tokenizer, full: float = 0.0):
+                 tokenizer, full: float = 0.0, large_fraction: float = 0.0):
         self.seed, self.steps, self.batch_size, self.full = seed, steps, batch_size, full
         self.pair_fraction, self.transform, self.tokenizer = pair_fraction, transform, tokenizer
+        self.large_fraction = large_fraction
 
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         for step in range(worker, self.steps, workers):
             items = sample_captioned_batch(self.seed, step * self.batch_size, self.batch_size,
-                                           self.pair_fraction)
+                                           self.pair_fraction,
+                                           large_fraction=self.large_fraction)
             yield captioned_batch(items, self.transform, self.tokenizer, self.seed, step,
                                   self.full)
 
@@ -103,6 +153,19 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.
     rows = -(targets / targets.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
     cols = -(targets / targets.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
     return (rows + cols) / 2
+
+
+def attribute_loss(image: torch.Tensor, text_tower, scale: torch.Tensor,
+                   prompts: List[torch.Tensor], targets: List[torch.Tensor]) -> torch.Tensor:
+    """The mean over the kinds of the cross-entropy of each image against the prompts of one
+    kind (its four colours, its two textures, its four shapes), scored as the batch is
+    (``scale * cos``), the targets spread over the image's objects: a contrastive term per
+    attribute, which colour cannot explain away."""
+    total = image.new_zeros(())
+    for tokens, target in zip(prompts, targets):
+        text = F.normalize(text_tower.forward_tokens(tokens), dim=-1)
+        total = total - (target * F.log_softmax(scale * image @ text.T, dim=1)).sum(1).mean()
+    return total / len(prompts)
 
 
 @torch.no_grad()
@@ -162,37 +225,39 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     data = CaptionedBatches(TRAIN_SEED + args.seed, args.steps, args.batch_size,
                             args.pair_fraction, transform, model.text.tokenizer,
-                            args.full_caption)
+                            args.full_caption, args.large_fraction)
     loader = DataLoader(data, batch_size=None, num_workers=args.workers,
                         prefetch_factor=4 if args.workers else None)
     log: List[Dict[str, float]] = []
-    load_start, cpu_start = load_average(), cpu_seconds()
-    start = time.perf_counter()
+    clock = RunClock()
     model.train()
-    loss_sum = 0.0
-    for step, (images, tokens, positives) in enumerate(loader):
+    sums = {"loss": 0.0, "clip": 0.0, "attributes": 0.0}
+    for step, (images, tokens, positives, prompts, targets) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+        model.text.requires_grad_(step >= args.text_lock)
+        scale = log_scale.exp().clamp(max=MAX_SCALE)
         image = F.normalize(model.visual(images), dim=-1)
         text = F.normalize(model.text.forward_tokens(tokens), dim=-1)
-        logits = log_scale.exp().clamp(max=MAX_SCALE) * image @ text.T
-        loss = multi_positive_loss(logits, positives)
+        clip = multi_positive_loss(scale * image @ text.T, positives)
+        attributes = attribute_loss(image, model.text, scale, prompts, targets) \
+            if args.attribute_weight else clip.new_zeros(())
+        loss = clip + args.attribute_weight * attributes
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        loss_sum += float(loss.detach())
+        for key, value in (("loss", loss), ("clip", clip), ("attributes", attributes)):
+            sums[key] += float(value.detach())
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            entry = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1),
-                     "loss": round(loss_sum / args.log_every, 4),
+            entry = {"step": step + 1, "seconds": round(clock.elapsed(), 1),
+                     **{k: round(v / args.log_every, 4) for k, v in sums.items()},
                      "scale": round(float(log_scale.detach().exp()), 2)}
             log.append(entry)
             print(json.dumps(entry), flush=True)
-            loss_sum = 0.0
-    seconds = time.perf_counter() - start
-    del loader
-    cpu = {k: round(v - cpu_start[k], 1) for k, v in cpu_seconds().items()}
-    load_end = load_average()
+            sums = dict.fromkeys(sums, 0.0)
+    del loader  # joins the workers, so that their CPU time is counted
+    cost = clock.stop()
     with torch.no_grad():
         log_scale.clamp_(max=math.log(MAX_SCALE))
     state = {k: v.to(torch.float16).contiguous()
@@ -200,18 +265,9 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_file(state, args.out, metadata={"model": LEARNT_CLIP, "format": "pt"})
     written = load_learnt_clip(args.out)
-    result: Dict[str, object] = {
-        "model": LEARNT_CLIP, "weights": os.path.basename(args.out),
-        "weights_bytes": os.path.getsize(args.out),
-        "parameters": sum(p.numel() for p in written.parameters()),
-        "logit_scale": round(float(written.logit_scale), 3),
-        "train_seconds": round(seconds, 1), "train_cpu_seconds": cpu,
-        "images_seen": args.steps * args.batch_size, "torch_threads": args.threads,
-        "loader_workers": args.workers, "cpu_count": os.cpu_count(),
-        "load_average_start": load_start, "load_average_end": load_end,
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "args": vars(args), "log": log,
-    }
+    result = run_record(LEARNT_CLIP, args.out, sum(p.numel() for p in written.parameters()),
+                        args, cost, log)
+    result["logit_scale"] = round(float(written.logit_scale), 3)
     if os.path.isdir(args.heldout):
         acc, count = heldout_zero_shot(written, args.heldout)
         result.update(heldout_zero_shot_accuracy=acc, heldout_images=count)
@@ -221,42 +277,11 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     return result
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "clip", description="Train clip_agcam_learnt on captioned synthetic shapes (CPU, seeded).")
-    parser.add_argument("--steps", type=int, default=700)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--weight_decay", type=float, default=0.05)
-    parser.add_argument("--pair_fraction", type=float, default=0.3)
-    parser.add_argument("--full_caption", type=float, default=0.0,
-                        help="probability that a caption names colour, texture and shape")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--log_every", type=int, default=50)
-    parser.add_argument("--out", default=LEARNT_CLIP_WEIGHTS)
-    parser.add_argument("--heldout", default=HELDOUT_ROOT)
-    parser.add_argument("--fresh_images", type=int, default=1000)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Train as the flags of ``agcam train-clip`` say, write the weights and the log beside
+    them; the exit code."""
     print(json.dumps(vars(args)), flush=True)
-    result = train(args)
-    log_path = os.path.splitext(args.out)[0] + ".json"
-    if os.path.abspath(args.out) == os.path.abspath(LEARNT_CLIP_WEIGHTS):
-        log_path = LEARNT_CLIP_LOG
-    with open(log_path, "w") as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    summary = {k: result[k] for k in ("train_seconds", "train_cpu_seconds", "weights_bytes",
-                                      "heldout_zero_shot_accuracy", "fresh_zero_shot_accuracy")
-               if k in result}
-    print(json.dumps(summary), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    return write_run(train(args), args.out, LEARNT_CLIP_WEIGHTS, LEARNT_CLIP_LOG,
+                     ("train_seconds", "train_cpu_seconds", "weights_bytes",
+                      "heldout_zero_shot_accuracy", "fresh_zero_shot_accuracy",
+                      "load_average_start", "load_average_end"))

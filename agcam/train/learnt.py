@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
-import resource
-import time
 from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
@@ -35,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from agcam.datasets.synthetic import CLASSES, SynthImage, jpeg_roundtrip, sample_batch
+from agcam.train.common import RunClock, learning_rate, run_record, write_run
 from models.learnt import LEARNT_LOG, LEARNT_MODEL, LEARNT_WEIGHTS
 
 #: the stream of the training images (the held-out set is HELDOUT_SEED, the fresh check
@@ -75,30 +72,6 @@ class SyntheticBatches(IterableDataset):
             items = sample_batch(self.seed, step * self.batch_size, self.batch_size,
                                  self.pair_fraction)
             yield to_tensors(items, self.transform, self.num_classes)
-
-
-def learning_rate(step: int, steps: int, base: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to zero at ``steps``."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def cpu_seconds() -> Dict[str, float]:
-    """CPU seconds (user + system) of this process and of its finished children (the data
-    workers, once joined): what the run costs whatever else the machine is doing."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"main": own.ru_utime + own.ru_stime,
-            "workers": children.ru_utime + children.ru_stime}
-
-
-def load_average() -> List[float]:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on every platform
-        return []
 
 
 @torch.no_grad()
@@ -165,9 +138,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     loader = DataLoader(data, batch_size=None, num_workers=args.workers,
                         persistent_workers=False, prefetch_factor=4 if args.workers else None)
     log: List[Dict[str, float]] = []
-    load_start = load_average()
-    cpu_start = cpu_seconds()
-    start = time.perf_counter()
+    clock = RunClock()
     model.train()
     seen = correct = 0
     loss_sum = 0.0
@@ -185,40 +156,20 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
         correct += int((logits.argmax(1) == targets.argmax(1))[single].sum())
         loss_sum += float(loss.detach())
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            entry = {"step": step + 1, "seconds": round(time.perf_counter() - start, 1),
+            entry = {"step": step + 1, "seconds": round(clock.elapsed(), 1),
                      "loss": round(loss_sum / args.log_every, 4),
                      "train_accuracy": round(correct / max(1, seen), 4)}
             log.append(entry)
             print(json.dumps(entry), flush=True)
             seen = correct = 0
             loss_sum = 0.0
-    seconds = time.perf_counter() - start
     del loader  # joins the workers, so that their CPU time is counted
-    cpu = {k: round(v - cpu_start[k], 1) for k, v in cpu_seconds().items()}
-    load_end = load_average()
+    cost = clock.stop()
     save_weights(model, args.out)
     # the accuracy of the file as written (float16), loaded as every script loads it
     written = create_model(LEARNT_MODEL, checkpoint=args.out)
-    result: Dict[str, object] = {
-        "model": LEARNT_MODEL,
-        "weights": os.path.basename(args.out),
-        "weights_bytes": os.path.getsize(args.out),
-        "parameters": sum(p.numel() for p in written.parameters()),
-        "train_seconds": round(seconds, 1),
-        # CPU time of the training loop: the model's thread(s) and the data workers; on an idle
-        # machine with a core each, the wall time is about the larger of the two
-        "train_cpu_seconds": cpu,
-        "images_seen": args.steps * args.batch_size,
-        "torch_threads": args.threads,
-        "loader_workers": args.workers,
-        "cpu_count": os.cpu_count(),
-        "load_average_start": load_start,
-        "load_average_end": load_end,
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "args": vars(args),
-        "log": log,
-    }
+    result = run_record(LEARNT_MODEL, args.out, sum(p.numel() for p in written.parameters()),
+                        args, cost, log)
     if os.path.isdir(args.heldout):
         acc, count = heldout_accuracy(written, args.heldout)
         result.update(heldout_accuracy=acc, heldout_images=count)
@@ -232,16 +183,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as the flags of ``agcam train-learnt`` say, write the weights and the log beside
     them; the exit code."""
     print(json.dumps(vars(args)), flush=True)
-    result = train(args)
-    log_path = os.path.splitext(args.out)[0] + ".json"
-    if os.path.abspath(args.out) == os.path.abspath(LEARNT_WEIGHTS):
-        log_path = LEARNT_LOG
-    with open(log_path, "w") as handle:
-        json.dump(result, handle, indent=2)
-        handle.write("\n")
-    summary = {k: result[k] for k in ("train_seconds", "train_cpu_seconds", "weights_bytes",
-                                      "parameters", "heldout_accuracy", "fresh_accuracy",
-                                      "load_average_start", "load_average_end") if k in result}
-    print(json.dumps(summary), flush=True)
-    return 0
-
+    return write_run(train(args), args.out, LEARNT_WEIGHTS, LEARNT_LOG,
+                     ("train_seconds", "train_cpu_seconds", "weights_bytes", "parameters",
+                      "heldout_accuracy", "fresh_accuracy", "load_average_start",
+                      "load_average_end"))
