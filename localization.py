@@ -21,13 +21,11 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
+    add_data_run_args,
     add_dataset_args,
     add_maxboxacc_step_arg,
     add_method_arg,
-    add_model_args,
     add_out_arg,
-    add_prompts_arg,
-    add_run_args,
     check_out_dir,
     check_run_args,
     dataset_from_args,
@@ -58,9 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "clovaai/wsolevaluation): every image, the map of its label class, "
                              "the best threshold over the split; percent (docs/localization.md)")
     add_maxboxacc_step_arg(parser)
-    add_model_args(parser)
-    add_prompts_arg(parser)
-    add_run_args(parser)
+    add_data_run_args(parser)
     add_out_arg(parser, "a folder for localization_<method>.csv (per image) and "
                 "localization_<method>.json (means) per method, and the table of every method, "
                 "localization_table.csv and .md", aliases=("--output",))

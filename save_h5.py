@@ -24,12 +24,10 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
+    add_data_run_args,
     add_dataset_args,
     add_method_arg,
-    add_model_args,
     add_out_arg,
-    add_prompts_arg,
-    add_run_args,
     check_run_args,
     dataset_from_args,
     samples_from_args,
@@ -65,9 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "Chefer's 'target' test) or predicted (the model's top-1; "
                              "insertion/deletion and Chefer's 'top' test); recorded in the file "
                              "(default: label)")
-    add_model_args(parser)
-    add_prompts_arg(parser)
-    add_run_args(parser)
+    add_data_run_args(parser)
     return parser
 
 

@@ -17,12 +17,10 @@ import sys
 
 from agcam.cli.common import (
     UsageError,
+    add_data_run_args,
     add_dataset_arg,
     add_method_arg,
-    add_model_args,
     add_out_arg,
-    add_prompts_arg,
-    add_run_args,
     check_out_dir,
     check_run_args,
     script_entry,
@@ -42,9 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_root", default=None,
                         help="the folder holding gtsegs_ijcv.mat (ImageNet-Segmentation, MATLAB "
                              "v7.3) or the file itself")
-    add_model_args(parser)
-    add_prompts_arg(parser)
-    add_run_args(parser)
+    add_data_run_args(parser)
     add_out_arg(parser, "a folder for segmentation_<method>.csv (per image) and "
                 "segmentation_<method>.json per method, and the table of every method, "
                 "segmentation_table.csv and .md", aliases=("--output",))

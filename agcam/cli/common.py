@@ -293,6 +293,14 @@ def default_num_workers() -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, cores // local))
 
 
+def add_data_run_args(parser: argparse.ArgumentParser) -> None:
+    """What every data script and ``agcam evaluate`` take: the model (:func:`add_model_args`),
+    ``--prompts`` and the run's flags (:func:`add_run_args`)."""
+    add_model_args(parser)
+    add_prompts_arg(parser)
+    add_run_args(parser)
+
+
 def add_run_args(parser: argparse.ArgumentParser, batch_size: int = 16) -> None:
     """``--batch_size``, ``--num_workers``, ``--decode``, ``--precision``, ``--limit``,
     ``--seed``, ``--no_progress``."""

@@ -17,14 +17,12 @@ import os
 
 from agcam.cli.common import (
     UsageError,
+    add_data_run_args,
     add_dataset_args,
     add_maxboxacc_step_arg,
     add_method_arg,
-    add_model_args,
     add_out_arg,
     add_perturbation_args,
-    add_prompts_arg,
-    add_run_args,
     check_run_args,
 )
 
@@ -43,9 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data_root", default=None,
                         help="the data set's folder (for imagenet_seg: the folder holding "
                              "gtsegs_ijcv.mat, or the file)")
-    add_model_args(parser)
-    add_prompts_arg(parser)
-    add_run_args(parser)
+    add_data_run_args(parser)
     add_out_arg(parser, "the report (results.json, a CSV per evaluation, report.md, "
                 "report.html) and the run's records, which a rerun resumes from",
                 default="evaluation")

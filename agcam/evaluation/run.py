@@ -80,6 +80,8 @@ class RunConfig:
     options: Dict[str, Any] = field(default_factory=dict)
     #: the prompts file of a zero-shot classifier (--prompts), if the model is one
     prompts: Optional[str] = None
+    #: methods that refuse the model, and why (filled by :func:`run`; left out of the run)
+    refused: Dict[str, str] = field(default_factory=dict)
 
 
 # -- the one prediction ----------------------------------------------------------------------------
@@ -436,8 +438,7 @@ def run(config: RunConfig, model, ctx=None, log=print, report: bool = True
     if refused and ctx.is_main:
         for method, reason in refused.items():
             log(f"warning: {method} is left out: {reason}")
-    config = RunConfig(**{**asdict(config), "methods": list(explainers)})
-    config.refused = refused
+    config = RunConfig(**{**asdict(config), "methods": list(explainers), "refused": refused})
     first = explainers[config.methods[0]]
     model = first.model          # a converted model (Hugging Face) is converted once
     geometry, device = first.geometry, first.device

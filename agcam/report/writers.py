@@ -69,7 +69,7 @@ def build_results(config, source, evaluations, skipped: Dict[str, str],
                                       "higher_is_better": c.higher_is_better}
                                      for c in ev.columns]} for ev in evaluations],
         "skipped_evaluations": skipped,
-        "refused_methods": getattr(config, "refused", {}),
+        "refused_methods": dict(config.refused),
         "results": summaries,
         "time": {"predict_seconds": predict_seconds,
                  "methods_seconds": sum(seconds.values())},
