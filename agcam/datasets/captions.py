@@ -28,10 +28,8 @@ from agcam.datasets.synthetic import (
     TEXTURES,
     Box,
     _background,
-    _object_colours,
+    _fill,
     _place,
-    _shape_mask,
-    _texture,
 )
 
 __all__ = ["COLOUR_WORDS", "TEXTURE_WORDS", "SHAPE_WORDS", "Attributes", "CaptionedObject",
@@ -79,16 +77,8 @@ def _draw(rng: np.random.Generator, image: np.ndarray, spec: Spec, x0: int, y0: 
     """Draw an object of ``spec`` with its box's top-left at ``(x0, y0)`` (the synthetic
     generator's painting, the outline given); the tight box of its drawn pixels."""
     colour, texture, shape = spec
-    hue = dict(HUES)[colour]
-    mask = _shape_mask(SHAPES[SHAPE_WORDS.index(shape)], width, height)[..., None]
-    mix = _texture(rng, texture, width, height)[..., None]
-    first, second = _object_colours(rng, hue)
-    fill = first + (second - first) * mix
-    window = image[y0:y0 + height, x0:x0 + width]
-    window[:] = window * (1.0 - mask) + fill * mask
-    rows = np.flatnonzero(mask[..., 0].max(axis=1) > 0.5)
-    cols = np.flatnonzero(mask[..., 0].max(axis=0) > 0.5)
-    return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]), y0 + int(rows[-1]))
+    return _fill(rng, image, dict(HUES)[colour], texture, SHAPES[SHAPE_WORDS.index(shape)],
+                 x0, y0, width, height)
 
 
 def _random_spec(rng: np.random.Generator) -> Spec:

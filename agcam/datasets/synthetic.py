@@ -240,6 +240,14 @@ def _paint(rng: np.random.Generator, image: np.ndarray, label: int, x0: int, y0:
     tight box of the drawn pixels (coverage above one half)."""
     hue, texture = HUES[label // len(TEXTURES)][1], TEXTURES[label % len(TEXTURES)]
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    return _fill(rng, image, hue, texture, shape, x0, y0, width, height)
+
+
+def _fill(rng: np.random.Generator, image: np.ndarray, hue: float, texture: str, shape: str,
+          x0: int, y0: int, width: int, height: int) -> Box:
+    """Paint an object of ``shape`` (an outline of :data:`SHAPES`), ``texture`` and ``hue`` with
+    its box's top-left at ``(x0, y0)``: the texture, then the two colours drawn from ``rng``;
+    the tight box of the drawn pixels (coverage above one half)."""
     mask = _shape_mask(shape, width, height)[..., None]
     mix = _texture(rng, texture, width, height)[..., None]
     first, second = _object_colours(rng, hue)
