@@ -46,6 +46,7 @@ MAY_DIFFER = {
     "--lr": ({"default"}, "each training recipe's own learning rate"),
     "--steps": ({"default"}, "each training recipe's own number of steps"),
     "--pair_fraction": ({"default"}, "each training recipe's own share of two-object images"),
+    "--workers": ({"default"}, "the CLIP's drawing is its bottleneck: two workers by default"),
     "--weight_decay": ({"default"}, "each training recipe's own weight decay"),
     "--repeats": ({"default"}, "each benchmark's own number of repeats"),
     "--images": ({"default"}, "each benchmark's own number of images"),

@@ -1,27 +1,26 @@
 """``clip_agcam_learnt``: the small CLIP learnt here (committed weights; never trained in a test).
 
 Its zero-shot accuracy on the committed held-out set (8 colour x texture classes, prompts
-``agcam.datasets.captions.class_prompts``) is the one its training log records, and maps follow
-the prompt: on two-object images whose objects differ in colour, texture and shape, the maps of
-the two objects' colour words ("red", "blue") peak on their own object, where a class-agnostic map
-(rollout) cannot tell the prompts apart. The committed model learnt colour only (texture and shape
-zero-shot at chance, docs/clip.md), so its texture and shape prompts are measured there, not
-asserted here.
+``agcam.datasets.captions.class_prompts``) and per attribute on fresh images is the one its
+training log records, and maps follow the prompt: on two-object images whose objects differ in
+colour, texture and shape (``agcam.study.clip.behaviour_images``), the two objects' words of one
+kind light their own objects where rollout (one map for every prompt) cannot, and "red",
+"striped" and "circle" each light the object they name, with the method the behaviour table of
+docs/clip.md finds for it: AGCAM follows colour words, LeGrad's CLIP recipe texture words and
+GAE shape words (AGCAM's maps of texture and shape words do not prefer their object; the table
+says so).
 """
 from __future__ import annotations
 
 import functools
 import json
 
+import numpy as np
 import pytest
-import torch
 
-from agcam import get_explainer, zero_shot
-from agcam.study.clip import PAIR_SPECS, behaviour_images
+from agcam import get_explainer
+from agcam.study.clip import behaviour_images
 from models.clip import LEARNT_CLIP_LOG, LEARNT_CLIP_WEIGHTS, create_clip
-
-#: maps (of 8 per prompt: 2 images per pair spec) that must peak on the prompt's object
-MIN_HITS = 5
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,38 +44,60 @@ def test_heldout_zero_shot_accuracy_is_the_logged_one():
     assert accuracy > 2 / 8          # chance is 1/8
 
 
-def peak_object(heatmap, item, scale):
-    """Index of the object whose box holds the heatmap's maximum, or None."""
-    y, x = divmod(int(heatmap.argmax()), heatmap.shape[1])
-    for index, obj in enumerate(item.objects):
-        x0, y0, x1, y1 = (v * scale for v in obj.box)
-        if x0 <= x <= x1 and y0 <= y <= y1:
-            return index
-    return None
+def test_fresh_zero_shot_accuracy_per_attribute_is_the_logged_one():
+    """Colour, texture and shape, each as its own zero-shot task on 1,000 fresh one-object
+    images: the log's numbers (to 5 images in 1,000: an image at a tie may flip on another
+    CPU), each far above chance."""
+    from agcam.train.clip import fresh_zero_shot
+    log = json.loads(open(LEARNT_CLIP_LOG).read())
+    measured = fresh_zero_shot(clip(), log["fresh_images"])
+    for kind, chance in (("colour", 1 / 4), ("texture", 1 / 2), ("shape", 1 / 4)):
+        assert abs(measured[kind] - log["fresh_zero_shot_accuracy"][kind]) <= 0.005, kind
+        assert measured[kind] > chance + 0.2, (kind, measured[kind])
 
 
-@pytest.mark.parametrize("method", ["agcam"])
-def test_colour_prompts_light_different_objects(method):
-    from agcam.maps import to_heatmap
-    from agcam.study.clip import _tensors
-    items = behaviour_images(2)
-    counts = {"first": 0, "second": 0, "rollout_same": 0}
-    for spec in PAIR_SPECS:
-        chosen = [i for i in items if i.objects[0].colour == spec[0][0]
-                  and i.objects[1].colour == spec[1][0]]
-        classifier = zero_shot(clip(), [spec[0][0], spec[1][0]])   # the two objects' colours
-        images = _tensors(classifier, chosen)
-        size = tuple(images.shape[-2:])
-        scale = size[0] / chosen[0].pixels.shape[0]
-        maps = {t: to_heatmap(get_explainer(method, classifier).explain(images, t)[1].float(),
-                              size).numpy() for t in (0, 1)}
-        for k, item in enumerate(chosen):
-            counts["first"] += peak_object(maps[0][k], item, scale) == 0
-            counts["second"] += peak_object(maps[1][k], item, scale) == 1
-        with torch.no_grad():
-            _, rollout = get_explainer("rollout", classifier).explain(images)
-        _, again = get_explainer("rollout", classifier).explain(images, 1)
-        counts["rollout_same"] += int(torch.equal(rollout, again))
-    print(method, counts)
-    assert counts["first"] >= MIN_HITS and counts["second"] >= MIN_HITS, counts
-    assert counts["rollout_same"] == len(PAIR_SPECS)   # the floor: one map for every prompt
+#: per prompt kind, a method whose two maps prefer their own object on most images, and the
+#: images (of 16) where they must (measured on the committed weights, docs/clip.md: AGCAM 14 and
+#: GAE 16 for colour, LeGrad's CLIP recipe 9 for texture, GAE 10 for shape); rollout, whose map
+#: is the same for every prompt, never can
+BOTH_PREFERRED = {("colour", "agcam"): 12, ("colour", "gae"): 14,
+                  ("texture", "legrad_clip"): 7, ("shape", "gae"): 8}
+#: the issue's three words, a method each, and the maps (of 16) that must prefer the word's
+#: object (measured: 8 of 8 of every image with a red object, 15 of 16, 8 of 8)
+WORD_PREFERRED = {"red": ("agcam", 8, 7), "striped": ("legrad_clip", 16, 13),
+                  "circle": ("gae", 8, 7)}
+
+
+@functools.lru_cache(maxsize=None)
+def kind_maps(method, kind):
+    from agcam.study.clip import KINDS, kind_heatmaps
+    return kind_heatmaps(lambda c: get_explainer(method, c), clip(), behaviour_images(4),
+                         dict(KINDS)[kind])
+
+
+@pytest.mark.parametrize("kind, method", list(BOTH_PREFERRED))
+def test_two_prompts_of_one_kind_light_their_own_objects(kind, method):
+    """On each two-object image the two objects' words of one kind ("red" and "blue", "plain"
+    and "striped", "square" and "circle") are explained one by one: on most images both maps
+    have the higher mean inside their own object's box, which a map that ignores the prompt
+    (rollout) never has."""
+    from agcam.study.behaviour import own_object_preferred
+    maps, boxes, _ = kind_maps(method, kind)
+    preferred = own_object_preferred(maps, boxes)
+    print(kind, method, preferred)
+    assert preferred >= BOTH_PREFERRED[kind, method], preferred
+    floor, floor_boxes, _ = kind_maps("rollout", kind)
+    assert all(np.array_equal(first, second) for first, second in floor)
+    assert own_object_preferred(floor, floor_boxes) == 0
+
+
+@pytest.mark.parametrize("word", list(WORD_PREFERRED))
+def test_red_striped_and_circle_light_their_object(word):
+    """"red", "striped" and "circle" each light the object they name (the other object differs
+    in colour, texture and shape), with the method that the behaviour table finds for it."""
+    from agcam.study.clip import KINDS, word_preferred
+    method, total, minimum = WORD_PREFERRED[word]
+    kind = [k for k, _ in KINDS][["red", "striped", "circle"].index(word)]
+    hits, count = word_preferred(*kind_maps(method, kind), word)
+    print(word, method, hits, count)
+    assert count == total and hits >= minimum, (hits, count)

@@ -113,9 +113,9 @@ def add_prompts_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_args(parser: argparse.ArgumentParser, model: str, steps: int, batch_size: int,
-                      pair_fraction: float) -> None:
+                      pair_fraction: float, workers: int = 1) -> None:
     """The flags of the from-scratch trainings (``train-learnt``, ``train-clip``): the recipe's
-    own steps, batch size and share of two-object images as defaults."""
+    own steps, batch size, share of two-object images and data workers as defaults."""
     parser.add_argument("--steps", type=int, default=steps,
                         help=f"optimiser steps (default: {steps})")
     add_batch_size_arg(parser, batch_size)
@@ -128,8 +128,9 @@ def add_training_args(parser: argparse.ArgumentParser, model: str, steps: int, b
                              f"{pair_fraction})")
     add_seed_arg(parser)
     add_threads_arg(parser, default=1)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="data-loader worker processes drawing the images (default: 1)")
+    parser.add_argument("--workers", type=int, default=workers,
+                        help=f"data-loader worker processes drawing the images (default: "
+                             f"{workers})")
     parser.add_argument("--log_every", type=int, default=50,
                         help="steps between two log lines (default: 50)")
     add_out_arg(parser, "the weights file (.safetensors); the log goes beside it as .json",

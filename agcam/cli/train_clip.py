@@ -18,11 +18,12 @@ from agcam.cli.common import add_training_args, check_at_least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    add_training_args(parser, "clip_agcam_learnt", steps=2400, batch_size=64, pair_fraction=0.3)
+    add_training_args(parser, "clip_agcam_learnt", steps=3000, batch_size=64, pair_fraction=0.5,
+                      workers=2)
     group = parser.add_argument_group("the CLIP recipe")
-    group.add_argument("--large_fraction", type=float, default=0.3,
+    group.add_argument("--large_fraction", type=float, default=0.5,
                        help="share of the one-object images whose object is large, 0.5 to 0.9 "
-                            "of the image's side (default: 0.3)")
+                            "of the image's side (default: 0.5)")
     group.add_argument("--full_caption", type=float, default=0.0,
                        help="probability that a caption names colour, texture and shape "
                             "(default: 0)")

@@ -109,14 +109,17 @@ def own_object_preferred(heatmap_pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
     """How many two-object images have both maps prefer their own object: each class's map has
     a higher mean inside its own object's box than inside the other's. A map that ignores the
     class (the same map for both) can never do so."""
-    def mean_in(heatmap, box):
-        x0, y0, x1, y1 = box
-        return float(heatmap[y0:y1 + 1, x0:x1 + 1].mean())
     count = 0
     for (first, second), (a, b) in zip(heatmap_pairs, box_pairs):
-        count += int(mean_in(first, a) > mean_in(first, b)
-                     and mean_in(second, b) > mean_in(second, a))
+        count += int(box_mean(first, a) > box_mean(first, b)
+                     and box_mean(second, b) > box_mean(second, a))
     return count
+
+
+def box_mean(heatmap: np.ndarray, box: Tuple[int, int, int, int]) -> float:
+    """The heatmap's mean inside ``box`` (inclusive pixel corners)."""
+    x0, y0, x1, y1 = box
+    return float(heatmap[y0:y1 + 1, x0:x1 + 1].mean())
 
 
 def pair_heatmaps(explainer, pairs: HeldOut) -> List[Tuple[np.ndarray, np.ndarray]]:

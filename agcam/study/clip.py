@@ -3,14 +3,13 @@
 Two-object images of :func:`agcam.datasets.captions.sample_captioned` whose objects differ in
 colour, texture and shape (:data:`PAIR_SPECS`, each drawn at :data:`PAIR_COUNT` seeds, placed at
 random): for a prompt naming one attribute ("red", "striped", "circle") exactly one object fits.
-Per method and prompt kind, over the images:
+Per method and prompt kind, the two objects' words of that kind are explained on each image:
 
 - ``hits``: maps whose maximum lies in the box of the object the prompt names
   (:func:`agcam.study.behaviour.peak_hits`);
-- ``preferred``: images where the maps of two prompts naming different objects (the colour of
-  the first object, the texture of the second) each have a higher mean inside their own
-  object's box than inside the other's (:func:`agcam.study.behaviour.own_object_preferred`; a
-  class-agnostic map never can).
+- ``preferred``: images where both maps have a higher mean inside their own object's box than
+  inside the other's (:func:`agcam.study.behaviour.own_object_preferred`; a class-agnostic map
+  never can).
 
 :func:`prompt_rows` computes the table; :func:`prompts_figure` draws prompts x methods on one
 image (``docs/figures/clip_prompts.png``).
@@ -20,6 +19,8 @@ from __future__ import annotations
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from agcam.study.figures import FigureContext, register_figure
 
 #: (first object, second object): (colour, texture, shape) words, every attribute different
 PAIR_SPECS: Tuple[Tuple[Tuple[str, str, str], Tuple[str, str, str]], ...] = (
@@ -32,7 +33,7 @@ PAIR_COUNT = 4
 #: the stream of the behaviour images (training draws TRAIN_SEED, the checks FRESH_SEED)
 BEHAVIOUR_SEED = 2025
 #: the methods of the table and the figure (class-agnostic rollout: the floor)
-METHODS = ("agcam", "legrad_clip", "grad_eclip", "gae", "rollout")
+METHODS = ("agcam", "legrad_clip", "grad_eclip", "gae", "lrp", "rollout")
 
 
 def behaviour_images(count: int = PAIR_COUNT):
@@ -57,43 +58,75 @@ def _heatmaps(explainer, images, target: int, size) -> np.ndarray:
     return to_heatmap(maps.detach().float(), size).cpu().numpy()
 
 
+#: the prompt kinds: (name, index of the attribute in a PAIR_SPECS entry)
+KINDS = (("colour", 0), ("texture", 1), ("shape", 2))
+
+
+def kind_heatmaps(explainer_of, clip, items, attribute: int):
+    """Per image of ``items``, the maps of its two objects' words of one kind (the zero-shot
+    classifier of those two words, explained for each), the objects' boxes at the input size,
+    and the two words."""
+    from agcam.clip import zero_shot
+    maps, boxes, words = [], [], []
+    for spec in PAIR_SPECS:
+        chosen = [item for item in items if (item.objects[0].colour, item.objects[1].colour)
+                  == (spec[0][0], spec[1][0])]
+        pair = (spec[0][attribute], spec[1][attribute])
+        classifier = zero_shot(clip, list(pair))
+        images = _tensors(classifier, chosen)
+        size = tuple(images.shape[-2:])
+        explainer = explainer_of(classifier)
+        first, second = (_heatmaps(explainer, images, t, size) for t in (0, 1))
+        scale = size[0] / chosen[0].pixels.shape[0]
+        for k, item in enumerate(chosen):
+            maps.append((first[k], second[k]))
+            boxes.append([tuple(int(round(v * scale)) for v in o.box) for o in item.objects])
+            words.append(pair)
+    return maps, boxes, words
+
+
+def word_preferred(maps, boxes, words, word: str) -> Tuple[int, int]:
+    """``(maps, of)``: the maps of prompt ``word`` whose mean inside its own object's box is
+    higher than inside the other object's."""
+    from agcam.study.behaviour import box_mean
+    hits = total = 0
+    for pair_maps, pair_boxes, pair_words in zip(maps, boxes, words):
+        for t in (0, 1):
+            if pair_words[t] == word:
+                hits += box_mean(pair_maps[t], pair_boxes[t]) > \
+                    box_mean(pair_maps[t], pair_boxes[1 - t])
+                total += 1
+    return hits, total
+
+
+#: the words of the issue's example, one per kind, whose maps :func:`prompt_rows` reports alone
+EXAMPLE_WORDS = ("red", "striped", "circle")
+
+
 def prompt_rows(clip=None, methods: Sequence[str] = METHODS, count: int = PAIR_COUNT
                 ) -> List[Dict[str, object]]:
-    """Per method: for the prompt kinds colour (first object), texture and shape (second object),
-    ``hits`` of ``maps``, and ``preferred`` of ``images`` (colour vs texture prompts)."""
-    from agcam.clip import zero_shot
+    """Per method and prompt kind (colour, texture, shape): on every behaviour image, the two
+    objects' words of that kind ("red" and "blue", "plain" and "striped", "square" and
+    "circle") explained one by one; ``<kind>`` counts the maps whose maximum lies in their own
+    object's box (of 2 per image), ``<kind>_preferred`` the images where both maps have the
+    higher mean inside their own object's box (never, for a map that ignores the prompt), and
+    ``"red"``, ``"striped"``, ``"circle"`` the maps of that word alone with the higher mean
+    inside its own object's box."""
     from agcam.registry import get_explainer
     from agcam.study.behaviour import own_object_preferred, peak_hits
     from models.clip import create_clip
     clip = clip if clip is not None else create_clip("clip_agcam_learnt")
     items = behaviour_images(count)
     rows = []
-    # prompt i of image j: its own classifier (the prompts differ per image)
-    kinds = (("colour", 0, 0), ("texture", 1, 1), ("shape", 2, 1))   # (kind, attribute, object)
     for method in methods:
         row: Dict[str, object] = {"method": method, "images": len(items)}
-        maps_by_kind: Dict[str, List[np.ndarray]] = {}
-        for spec in PAIR_SPECS:
-            prompts = [spec[obj][attr] for _, attr, obj in kinds]
-            classifier = zero_shot(clip, prompts)
-            chosen = [item for item in items if (item.objects[0].colour, item.objects[1].colour)
-                      == (spec[0][0], spec[1][0])]
-            images = _tensors(classifier, chosen)
-            explainer = get_explainer(method, classifier)
-            size = tuple(images.shape[-2:])
-            for index, (kind, _, obj) in enumerate(kinds):
-                heatmaps = _heatmaps(explainer, images, index, size)
-                scale = size[0] / chosen[0].pixels.shape[0]
-                for heatmap, item in zip(heatmaps, chosen):
-                    boxes = [tuple(int(round(v * scale)) for v in o.box) for o in item.objects]
-                    maps_by_kind.setdefault(kind, []).append((heatmap, boxes[obj], boxes))
-        for kind, _, _ in kinds:
-            entries = maps_by_kind[kind]
-            hits, total = peak_hits([(h,) for h, _, _ in entries], [(b,) for _, b, _ in entries])
+        for (kind, attribute), word in zip(KINDS, EXAMPLE_WORDS):
+            maps, boxes, words = kind_heatmaps(lambda c: get_explainer(method, c), clip, items,
+                                               attribute)
+            hits, total = peak_hits(maps, boxes)
             row[kind] = f"{hits}/{total}"
-        pairs = [(c[0], t[0]) for c, t in zip(maps_by_kind["colour"], maps_by_kind["texture"])]
-        boxes = [c[2] for c in maps_by_kind["colour"]]
-        row["preferred"] = f"{own_object_preferred(pairs, boxes)}/{len(pairs)}"
+            row[f"{kind}_preferred"] = f"{own_object_preferred(maps, boxes)}/{len(maps)}"
+            row[word] = "{}/{}".format(*word_preferred(maps, boxes, words, word))
         rows.append(row)
     return rows
 
@@ -135,3 +168,12 @@ def prompts_figure(path: str, clip=None, methods: Sequence[str] = METHODS,
         ax.set_axis_off()
     save_small_png(fig, path)
     return list(methods)
+
+
+@register_figure("clip_prompts.png",
+                 summary="the learnt CLIP: prompts x CLIP methods on a two-object image")
+def clip_prompts(context: FigureContext, path: str) -> List[str]:
+    """:func:`prompts_figure` with the methods of :data:`METHODS` that ``context`` draws (all of
+    them when it draws none of them)."""
+    chosen = [m for m in METHODS if m in context.methods] or list(METHODS)
+    return prompts_figure(path, methods=chosen)

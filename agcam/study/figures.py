@@ -42,7 +42,7 @@ BAND = 8
 #: the sidecar listing what each committed figure shows
 SIDECAR = "figures.json"
 #: modules whose import registers figures (this one; other parts add theirs)
-FIGURE_MODULES = ("agcam.study.figures",)
+FIGURE_MODULES = ("agcam.study.figures", "agcam.study.clip")
 
 
 @dataclass
