@@ -13,10 +13,10 @@ class-specific method then explains prompt ``i`` as class ``i``, with no special
 every template, the embeddings are normalised, averaged and normalised again.
 :data:`CLIP_TEMPLATES` are the few the CLIP paper's notebook recommends for ImageNet.
 
-For the evaluations: :func:`load_prompts` reads one prompt per class from a file (or
-:func:`class_name_prompts` puts the data set's class names in a template, ``--prompts
-classnames``) and
-:func:`prompt_classifier` turns a model name (or model) and the prompts into the classifier.
+For the evaluations: :func:`load_prompts` reads one prompt per class from a file (or, for
+``--prompts classnames``, :func:`agcam.cli.common.class_name_prompts` puts the data set's class
+names in a template) and :func:`prompt_classifier` turns a model name (or model) and the
+prompts into the classifier.
 """
 from __future__ import annotations
 
@@ -113,15 +113,6 @@ def name_template(value: str, dataset: str, flag: str = "--prompts") -> str:
         raise UsageError(f"{flag} {value}: the template must hold one {{}} where the class name "
                          "goes, e.g. classnames:'a photo of a {}.'")
     return template
-
-
-def class_name_prompts(value: str, dataset: str, data_root: Optional[str] = None,
-                       split: Optional[str] = None, flag: str = "--prompts") -> List[str]:
-    """``classnames[:TEMPLATE]``: the template filled with each class name of ``dataset``
-    (``imagenet_seg``: ImageNet's), class ``i`` the ``i``-th prompt."""
-    from agcam.datasets import class_names
-    template = name_template(value, dataset, flag)
-    return [template.format(name) for name in class_names(dataset, data_root, split)]
 
 
 def load_prompts(path: str, num_classes: Optional[int] = None, flag: str = "--prompts"

@@ -11,7 +11,7 @@ import functools
 import os
 import re
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from agcam.errors import EXIT_USAGE, UsageError
 from agcam.precision import DEFAULT_PRECISION, PRECISIONS
@@ -402,6 +402,17 @@ def check_head(model, spec, args: argparse.Namespace) -> None:
                      f"has {spec.num_classes}{hint}")
 
 
+def class_name_prompts(value: str, dataset: str, data_root: Optional[str] = None,
+                       split: Optional[str] = None, flag: str = "--prompts") -> List[str]:
+    """``classnames[:TEMPLATE]``: the template (checked first) filled with each class name of
+    ``dataset`` (:func:`agcam.datasets.class_names`; ``imagenet_seg``: ImageNet's), class ``i``
+    the ``i``-th prompt."""
+    from agcam.clip import name_template
+    template = name_template(value, dataset, flag)
+    from agcam.datasets import class_names
+    return [template.format(name) for name in class_names(dataset, data_root, split)]
+
+
 def start_run(args: argparse.Namespace, spec=None):
     """The common start of a data script: process group (under torchrun; one process otherwise),
     arguments printed by rank 0, seed, model (its head checked against the data set ``spec``
@@ -412,9 +423,8 @@ def start_run(args: argparse.Namespace, spec=None):
     from agcam import distributed
     prompts = None
     if getattr(args, "prompts", None) is not None:   # checked before any heavy start
-        from agcam.clip import class_name_prompts, is_class_names, load_prompts, name_template
+        from agcam.clip import is_class_names, load_prompts
         if is_class_names(args.prompts):
-            name_template(args.prompts, args.dataset)
             prompts = class_name_prompts(args.prompts, args.dataset, args.data_root,
                                          getattr(args, "split", None))
         else:
