@@ -143,6 +143,16 @@ def add_training_args(parser: argparse.ArgumentParser, model: str, steps: int, b
                              "(default: 1000)")
 
 
+def check_training_args(args: argparse.Namespace, weights: str) -> None:
+    """The checks of :func:`add_training_args`' flags; ``--out`` defaults to the committed
+    ``weights``, ``--heldout`` to the committed synthetic set."""
+    check_at_least(args, "steps", "batch_size", "threads")
+    check_at_least(args, "workers", "warmup", "fresh_images", minimum=0)
+    from agcam.train.learnt import HELDOUT_ROOT
+    args.out = args.out or weights
+    args.heldout = args.heldout or HELDOUT_ROOT
+
+
 def add_limit_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="only the first N images, in name order (default: every image)")

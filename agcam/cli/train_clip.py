@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from agcam.cli.common import add_training_args, check_at_least
+from agcam.cli.common import add_training_args, check_training_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -37,11 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    check_at_least(args, "steps", "batch_size", "threads")
-    check_at_least(args, "workers", "warmup", "fresh_images", minimum=0)
-    from agcam.train.clip import run
-    from agcam.train.learnt import HELDOUT_ROOT
     from models.clip import LEARNT_CLIP_WEIGHTS
-    args.out = args.out or LEARNT_CLIP_WEIGHTS
-    args.heldout = args.heldout or HELDOUT_ROOT
+    check_training_args(args, LEARNT_CLIP_WEIGHTS)
+    from agcam.train.clip import run
     return run(args)

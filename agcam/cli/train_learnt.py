@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from agcam.cli.common import add_training_args, check_at_least
+from agcam.cli.common import add_training_args, check_training_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -26,10 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    check_at_least(args, "steps", "batch_size", "threads")
-    check_at_least(args, "workers", "warmup", "fresh_images", minimum=0)
-    from agcam.train.learnt import HELDOUT_ROOT, run
     from models.learnt import LEARNT_WEIGHTS
-    args.out = args.out or LEARNT_WEIGHTS
-    args.heldout = args.heldout or HELDOUT_ROOT
+    check_training_args(args, LEARNT_WEIGHTS)
+    from agcam.train.learnt import run
     return run(args)
