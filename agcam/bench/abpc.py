@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agcam.bench.common import random_model
+from agcam.bench.common import random_model, timed
 from agcam.datasets.common import normalize_images
 from agcam.evaluation.abpc import (
     LERF,
@@ -98,10 +97,6 @@ def bench_abpc(model: nn.Module, n_images: int = 8, batch_size: int = 8, repeats
     first = [(b.images[i], b.heatmaps[i], int(b.labels[i])) for b in batches
              for i in range(len(b.names))][:baseline_images]
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     # warm-up: one single-image and one batched forward
     with torch.inference_mode():
         model(first[0][0][None].to(device))
@@ -109,15 +104,12 @@ def bench_abpc(model: nn.Module, n_images: int = 8, batch_size: int = 8, repeats
     abpc_times, base_times = [], []
     curves = reference = None
     for _ in range(max(1, repeats)):
-        sync()
-        start = time.perf_counter()
-        reference = [released_curves(model, *item) for item in first]
-        sync()
-        base_times.append((time.perf_counter() - start) / len(first))
-        start = time.perf_counter()
-        curves = abpc_curves(model, batches, batch_size=batch_size)
-        sync()
-        abpc_times.append((time.perf_counter() - start) / n_images)
+        seconds, reference = timed(lambda: [released_curves(model, *item) for item in first],
+                                   device)
+        base_times.append(seconds / len(first))
+        seconds, curves = timed(lambda: abpc_curves(model, batches, batch_size=batch_size),
+                                device)
+        abpc_times.append(seconds / n_images)
     ours = np.stack([np.stack([curves.morf[i], curves.lerf[i]]) for i in range(len(first))])
     seconds = statistics.median(abpc_times)
     baseline = statistics.median(base_times)

@@ -47,7 +47,7 @@ def _load_before(path: str):
 def bench_in_process(args: argparse.Namespace) -> int:
     import torch
 
-    from agcam.bench.common import random_model
+    from agcam.bench.common import random_model, timed
     from agcam.registry import get_explainer
     from models.vit import model_geometry
 
@@ -72,14 +72,9 @@ def bench_in_process(args: argparse.Namespace) -> int:
     samples: Dict[str, List[float]] = {name: [] for name in jobs}
     for repeat in range(args.repeats + 1):         # the first turn warms up
         for name, job in jobs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            job()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            elapsed, _ = timed(job, device)
             if repeat:
-                samples[name].append(time.perf_counter() - start)
+                samples[name].append(elapsed)
                 print(f"turn {repeat}: {name} {samples[name][-1]:.2f} s", flush=True)
     unit = statistics.median(samples["forward"])
     print(f"\n{args.model}, random weights, {args.images} images in one batch, "

@@ -18,27 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 
-from agcam.bench.common import random_model
+from agcam.bench.common import random_model, timed
 from agcam.precision import precision as precision_context
 from agcam.registry import get_explainer, method_class, ordered_methods
 from models.vit import model_geometry
 
 REFUSED = "refused"
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], repeats: int,
@@ -59,7 +48,7 @@ def bench_methods(model: torch.nn.Module, batch_size: int, methods: List[str], r
     samples: Dict[str, List[float]] = {name: [] for name in jobs}
     for i in range(warmup + repeats):
         for name, job in jobs.items():
-            elapsed = _timed(job, device)
+            elapsed, _ = timed(job, device)
             if i >= warmup:
                 samples[name].append(elapsed / batch_size)
     return {name: statistics.median(values) for name, values in samples.items()}

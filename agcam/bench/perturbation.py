@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Dict, List
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from agcam.bench.abpc import random_batches
-from agcam.bench.common import random_model
+from agcam.bench.common import random_model, timed
 from agcam.evaluation.curves import PerturbationTest, perturbation_curves
 from agcam.evaluation.perturbation import TESTS, make_tests
 from agcam.maps import to_heatmap
@@ -73,10 +72,6 @@ def bench_perturbation(model: nn.Module, n_images: int = 8, batch_size: int = 64
     labels = [int(v) for b in batches for v in b.labels]
     tests = make_tests(TESTS, geometry.mean, geometry.std, geometry.input_size[1])
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     with torch.inference_mode():    # warm-up
         model(images[:1].to(device))
         model(images[:1].repeat(batch_size, 1, 1, 1).to(device))
@@ -85,15 +80,13 @@ def bench_perturbation(model: nn.Module, n_images: int = 8, batch_size: int = 64
         fast, slow = [], []
         batched = reference = None
         for _ in range(max(1, repeats)):
-            sync()
-            start = time.perf_counter()
-            reference = {t.name: loop_curves(model, images, heatmaps, labels, t) for t in group}
-            sync()
-            slow.append((time.perf_counter() - start) / n_images)
-            start = time.perf_counter()
-            batched = perturbation_curves(model, batches, group, batch_size=batch_size)
-            sync()
-            fast.append((time.perf_counter() - start) / n_images)
+            seconds, reference = timed(
+                lambda: {t.name: loop_curves(model, images, heatmaps, labels, t) for t in group},
+                device)
+            slow.append(seconds / n_images)
+            seconds, batched = timed(
+                lambda: perturbation_curves(model, batches, group, batch_size=batch_size), device)
+            fast.append(seconds / n_images)
         loop_passes = sum(1 + len(t.steps.counts(heatmaps[0].numel())) for t in group)
         report[name] = {
             "forward_passes_per_image": batched.forward_passes / n_images,
