@@ -248,6 +248,19 @@ def add_model_args(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL
 
 #: the exit code of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
 EXIT_INTERRUPTED = 130
+#: the exit code of a command that wrote what it could but failed on some inputs
+EXIT_SOME_FAILED = 1
+
+
+def report_pngs(written: int, out: str, failed: Sequence[str], total: int) -> int:
+    """The last lines of a command writing PNGs per image (``agcam explain``, with or without
+    ``--text``): how many were written where, and the images that failed; the exit code."""
+    print(f"wrote {written} PNG file(s) to {out}", flush=True)
+    if failed:
+        print(f"{len(failed)} of {total} image(s) failed: {', '.join(failed)}",
+              file=sys.stderr, flush=True)
+        return EXIT_SOME_FAILED
+    return 0
 
 
 def run_main(main: Callable[[argparse.Namespace], Optional[int]],

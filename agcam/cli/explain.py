@@ -27,12 +27,11 @@ from agcam.cli.common import (
     check_out_dir,
     model_from_args,
     print_args,
+    report_pngs,
     resolve_device,
     resolve_methods,
     typed,
 )
-
-EXIT_SOME_FAILED = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -159,9 +158,4 @@ def main(args: argparse.Namespace) -> int:
                     report(path, f"cannot write its PNG to {args.out} ({exc})")
                 bar.update(1)
 
-    print(f"wrote {written} PNG file(s) to {args.out}", flush=True)
-    if failed:
-        print(f"{len(failed)} of {len(paths)} image(s) failed: {', '.join(failed)}",
-              file=sys.stderr, flush=True)
-        return EXIT_SOME_FAILED
-    return 0
+    return report_pngs(written, args.out, failed, len(paths))

@@ -15,9 +15,14 @@ import os
 import sys
 from typing import List, Sequence
 
-from agcam.cli.common import UsageError, check_out_dir, resolve_device, resolve_methods, typed
-
-EXIT_SOME_FAILED = 1
+from agcam.cli.common import (
+    UsageError,
+    check_out_dir,
+    report_pngs,
+    resolve_device,
+    resolve_methods,
+    typed,
+)
 
 
 def prompt_title(prompt: str, probability: float) -> str:
@@ -87,9 +92,4 @@ def explain_prompts(args: argparse.Namespace, names: Sequence[str]) -> int:
             failed.append(path)
             tqdm.write(f"error: {path}: cannot write its PNG to {args.out} ({exc})",
                        file=sys.stderr)
-    print(f"wrote {written} PNG file(s) to {args.out}", flush=True)
-    if failed:
-        print(f"{len(failed)} of {len(names)} image(s) failed: {', '.join(failed)}",
-              file=sys.stderr, flush=True)
-        return EXIT_SOME_FAILED
-    return 0
+    return report_pngs(written, args.out, failed, len(names))
