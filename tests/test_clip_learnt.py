@@ -18,7 +18,6 @@ import json
 import numpy as np
 import pytest
 
-from agcam import get_explainer
 from agcam.study.clip import behaviour_images
 from models.clip import LEARNT_CLIP_LOG, LEARNT_CLIP_WEIGHTS, create_clip
 
@@ -70,9 +69,8 @@ WORD_PREFERRED = {"red": ("agcam", 8, 7), "striped": ("legrad_clip", 16, 13),
 
 @functools.lru_cache(maxsize=None)
 def kind_maps(method, kind):
-    from agcam.study.clip import KINDS, kind_heatmaps
-    return kind_heatmaps(lambda c: get_explainer(method, c), clip(), behaviour_images(4),
-                         dict(KINDS)[kind])
+    from agcam.study.clip import kind_heatmaps
+    return kind_heatmaps(method, clip(), behaviour_images(4), kind)
 
 
 @pytest.mark.parametrize("kind, method", list(BOTH_PREFERRED))
@@ -95,9 +93,10 @@ def test_two_prompts_of_one_kind_light_their_own_objects(kind, method):
 def test_red_striped_and_circle_light_their_object(word):
     """"red", "striped" and "circle" each light the object they name (the other object differs
     in colour, texture and shape), with the method that the behaviour table finds for it."""
-    from agcam.study.clip import KINDS, word_preferred
+    from agcam.datasets.captions import KIND_NAMES
+    from agcam.study.clip import EXAMPLE_WORDS, word_preferred
     method, total, minimum = WORD_PREFERRED[word]
-    kind = [k for k, _ in KINDS][["red", "striped", "circle"].index(word)]
+    kind = KIND_NAMES[EXAMPLE_WORDS.index(word)]
     hits, count = word_preferred(*kind_maps(method, kind), word)
     print(word, method, hits, count)
     assert count == total and hits >= minimum, (hits, count)

@@ -32,10 +32,12 @@ from agcam.datasets.synthetic import (
     _place,
 )
 
-__all__ = ["COLOUR_WORDS", "TEXTURE_WORDS", "SHAPE_WORDS", "Attributes", "CaptionedObject",
-           "CaptionedImage", "sample_captioned", "sample_captioned_batch", "random_caption",
-           "describes", "class_prompts"]
+__all__ = ["KIND_NAMES", "COLOUR_WORDS", "TEXTURE_WORDS", "SHAPE_WORDS", "Attributes",
+           "CaptionedObject", "CaptionedImage", "sample_captioned", "sample_captioned_batch",
+           "random_caption", "describes", "class_prompts"]
 
+#: the kinds of attribute, in the order of :data:`Attributes`' kind index and of a ``Spec``
+KIND_NAMES: Tuple[str, ...] = ("colour", "texture", "shape")
 COLOUR_WORDS: Tuple[str, ...] = tuple(name for name, _ in HUES)
 TEXTURE_WORDS: Tuple[str, ...] = TEXTURES
 #: the generator's outlines as a caption names them (its ``disc`` is a ``circle``)

@@ -58,15 +58,14 @@ def _heatmaps(explainer, images, target: int, size) -> np.ndarray:
     return to_heatmap(maps.detach().float(), size).cpu().numpy()
 
 
-#: the prompt kinds: (name, index of the attribute in a PAIR_SPECS entry)
-KINDS = (("colour", 0), ("texture", 1), ("shape", 2))
-
-
-def kind_heatmaps(explainer_of, clip, items, attribute: int):
-    """Per image of ``items``, the maps of its two objects' words of one kind (the zero-shot
-    classifier of those two words, explained for each), the objects' boxes at the input size,
-    and the two words."""
+def kind_heatmaps(method: str, clip, items, kind: str):
+    """Per image of ``items``, ``method``'s maps of its two objects' words of one ``kind``
+    (``colour``, ``texture`` or ``shape``: the zero-shot classifier of those two words,
+    explained for each), the objects' boxes at the input size, and the two words."""
     from agcam.clip import zero_shot
+    from agcam.datasets.captions import KIND_NAMES
+    from agcam.registry import get_explainer
+    attribute = KIND_NAMES.index(kind)
     maps, boxes, words = [], [], []
     for spec in PAIR_SPECS:
         chosen = [item for item in items if (item.objects[0].colour, item.objects[1].colour)
@@ -75,7 +74,7 @@ def kind_heatmaps(explainer_of, clip, items, attribute: int):
         classifier = zero_shot(clip, list(pair))
         images = _tensors(classifier, chosen)
         size = tuple(images.shape[-2:])
-        explainer = explainer_of(classifier)
+        explainer = get_explainer(method, classifier)
         first, second = (_heatmaps(explainer, images, t, size) for t in (0, 1))
         scale = size[0] / chosen[0].pixels.shape[0]
         for k, item in enumerate(chosen):
@@ -112,7 +111,7 @@ def prompt_rows(clip=None, methods: Sequence[str] = METHODS, count: int = PAIR_C
     higher mean inside their own object's box (never, for a map that ignores the prompt), and
     ``"red"``, ``"striped"``, ``"circle"`` the maps of that word alone with the higher mean
     inside its own object's box."""
-    from agcam.registry import get_explainer
+    from agcam.datasets.captions import KIND_NAMES
     from agcam.study.behaviour import own_object_preferred, peak_hits
     from models.clip import create_clip
     clip = clip if clip is not None else create_clip("clip_agcam_learnt")
@@ -120,9 +119,8 @@ def prompt_rows(clip=None, methods: Sequence[str] = METHODS, count: int = PAIR_C
     rows = []
     for method in methods:
         row: Dict[str, object] = {"method": method, "images": len(items)}
-        for (kind, attribute), word in zip(KINDS, EXAMPLE_WORDS):
-            maps, boxes, words = kind_heatmaps(lambda c: get_explainer(method, c), clip, items,
-                                               attribute)
+        for kind, word in zip(KIND_NAMES, EXAMPLE_WORDS):
+            maps, boxes, words = kind_heatmaps(method, clip, items, kind)
             hits, total = peak_hits(maps, boxes)
             row[kind] = f"{hits}/{total}"
             row[f"{kind}_preferred"] = f"{own_object_preferred(maps, boxes)}/{len(maps)}"

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from agcam.datasets.captions import (
     COLOUR_WORDS,
+    KIND_NAMES,
     PREFIXES,
     SHAPE_WORDS,
     TEXTURE_WORDS,
@@ -83,9 +84,8 @@ MAX_SCALE = 100.0
 
 
 #: the attribute kinds of a caption: (name, words, the prompt after the prefix)
-KINDS: Tuple[Tuple[str, Sequence[str], str], ...] = (
-    ("colour", COLOUR_WORDS, "{} shape"), ("texture", TEXTURE_WORDS, "{} shape"),
-    ("shape", SHAPE_WORDS, "{}"))
+KINDS: Tuple[Tuple[str, Sequence[str], str], ...] = tuple(zip(
+    KIND_NAMES, (COLOUR_WORDS, TEXTURE_WORDS, SHAPE_WORDS), ("{} shape", "{} shape", "{}")))
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[torch.Tensor], List[torch.Tensor]]
 
@@ -103,7 +103,7 @@ def attribute_prompts(rng: np.random.Generator) -> List[List[str]]:
 def attribute_targets(items: List[CaptionedImage]) -> List[torch.Tensor]:
     """Per kind, ``[B, words]``: each object of an image an equal share of its word."""
     out = []
-    for kind, (name, words, _) in enumerate(KINDS):
+    for name, words, _ in KINDS:
         target = torch.zeros(len(items), len(words))
         for row, item in enumerate(items):
             for obj in item.objects:
@@ -198,11 +198,10 @@ def fresh_zero_shot(model, count: int) -> Dict[str, float]:
     transform = build_transform(model.visual)
     images = torch.stack([transform(jpeg_roundtrip(item.pixels)) for item in items])
     out = {}
-    for kind, words, template in (("colour", COLOUR_WORDS, "a {} shape"),
-                                  ("texture", TEXTURE_WORDS, "a {} shape"),
-                                  ("shape", SHAPE_WORDS, "a {}")):
+    for kind, words, template in KINDS:
         labels = torch.tensor([words.index(getattr(item.objects[0], kind)) for item in items])
-        out[kind] = zero_shot_accuracy(model, images, labels, [template.format(w) for w in words])
+        out[kind] = zero_shot_accuracy(model, images, labels,
+                                       ["a " + template.format(w) for w in words])
     return out
 
 
@@ -265,8 +264,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_file(state, args.out, metadata={"model": LEARNT_CLIP, "format": "pt"})
     written = load_learnt_clip(args.out)
-    result = run_record(LEARNT_CLIP, args.out, sum(p.numel() for p in written.parameters()),
-                        args, cost, log)
+    result = run_record(LEARNT_CLIP, args.out, written, args, cost, log)
     result["logit_scale"] = round(float(written.logit_scale), 3)
     if os.path.isdir(args.heldout):
         acc, count = heldout_zero_shot(written, args.heldout)

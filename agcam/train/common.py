@@ -59,14 +59,16 @@ class RunClock:
                 "load_average_start": self.load_start, "load_average_end": load_average()}
 
 
-def run_record(model: str, out: str, parameters: int, args: argparse.Namespace,
+def run_record(model: str, out: str, written, args: argparse.Namespace,
                cost: Dict[str, object], log: List[Dict[str, float]]) -> Dict[str, object]:
-    """The log of a training run: the weights written, their size, the cost (:class:`RunClock`),
-    the machine, the arguments and the per-step log."""
+    """The log of a training run: the weights written, their size and the parameters of the
+    model read back from them (``written``), the cost (:class:`RunClock`), the machine, the
+    arguments and the per-step log."""
     import torch
     return {
         "model": model, "weights": os.path.basename(out), "weights_bytes": os.path.getsize(out),
-        "parameters": parameters, **{k: cost[k] for k in ("train_seconds", "train_cpu_seconds")},
+        "parameters": sum(p.numel() for p in written.parameters()),
+        **{k: cost[k] for k in ("train_seconds", "train_cpu_seconds")},
         "images_seen": args.steps * args.batch_size, "torch_threads": args.threads,
         "loader_workers": args.workers, "cpu_count": os.cpu_count(),
         "load_average_start": cost["load_average_start"],

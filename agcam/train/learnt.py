@@ -168,8 +168,7 @@ def train(args: argparse.Namespace) -> Dict[str, object]:
     save_weights(model, args.out)
     # the accuracy of the file as written (float16), loaded as every script loads it
     written = create_model(LEARNT_MODEL, checkpoint=args.out)
-    result = run_record(LEARNT_MODEL, args.out, sum(p.numel() for p in written.parameters()),
-                        args, cost, log)
+    result = run_record(LEARNT_MODEL, args.out, written, args, cost, log)
     if os.path.isdir(args.heldout):
         acc, count = heldout_accuracy(written, args.heldout)
         result.update(heldout_accuracy=acc, heldout_images=count)
