@@ -96,3 +96,18 @@ def test_segmentation_runs_on_class_name_prompts(tmp_path, capsys):
         [*argv, "--prompts", "classnames:a {} {}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "must hold one {}" in err[0]
+
+
+def test_class_names_of_every_data_set(tmp_path):
+    """The names ``--prompts classnames`` reads: one per class, in class order, all different."""
+    from agcam.datasets import DATASETS, class_names
+    from tests.helpers.datasets import make_cub
+    imagenet = class_names("ilsvrc")
+    assert imagenet[:2] == ("tench", "goldfish") and len(set(imagenet)) == 1000
+    assert (imagenet[134], imagenet[517]) == ("crane bird", "construction crane")
+    assert class_names("imagenet_seg") == imagenet
+    voc = class_names("voc")
+    assert len(voc) == DATASETS["voc"].num_classes and voc[10] == "dining table"
+    assert class_names("synthetic")[:2] == ("red plain", "red striped")
+    cub = class_names("cub", str(make_cub(tmp_path)), "test")
+    assert len(cub) == 200 and cub[0] == "Bird 001"

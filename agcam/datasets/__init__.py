@@ -7,6 +7,7 @@ shared (:mod:`agcam.datasets.common`).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional, Tuple
 
 from agcam.datasets import cub, ilsvrc, synthetic, voc
@@ -79,7 +80,8 @@ def class_names(name: str, data_root: Optional[str] = None, split: Optional[str]
         info = ImageNetInfo()
         full = [_IMAGENET_SAME.get(w, info.label_name_to_description(w)) for w in IMAGENET_WNIDS]
         first = [d.split(",")[0].strip() for d in full]
-        return tuple(f if first.count(f) == 1 else d for f, d in zip(first, full))
+        counts = Counter(first)
+        return tuple(f if counts[f] == 1 else d for f, d in zip(first, full))
     if key == "voc":
         return tuple(_VOC_WORDS.get(n, n) for n in voc.VOC_CLASSES)
     if key == "synthetic":
