@@ -43,6 +43,10 @@ TEXTURE_WORDS: Tuple[str, ...] = TEXTURES
 #: the generator's outlines as a caption names them (its ``disc`` is a ``circle``)
 SHAPE_WORDS: Tuple[str, ...] = tuple("circle" if s == "disc" else s for s in SHAPES)
 
+#: the range of a large object's side over the image's (training draws some: an outline across
+#: more patches is learnt sooner, measured)
+LARGE_SCALE = (0.5, 0.9)
+
 #: (kind, word) pairs: kind 0 colour, 1 texture, 2 shape
 Attributes = FrozenSet[Tuple[int, str]]
 
@@ -134,10 +138,6 @@ def sample_captioned_batch(seed: int, start: int, count: int, pair_fraction: flo
                                     scale=LARGE_SCALE if large else None))
     return out
 
-
-#: the range of a large object's side over the image's (training draws some: an outline across
-#: more patches is learnt sooner, measured)
-LARGE_SCALE = (0.5, 0.9)
 
 #: the prefixes a training caption starts with
 PREFIXES = ("", "a ", "a photo of a ")
